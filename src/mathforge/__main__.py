@@ -1,0 +1,3 @@
+from mathforge.cli.main import main
+
+main()

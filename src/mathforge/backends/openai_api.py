@@ -1,0 +1,205 @@
+"""OpenAI-compatible chat teachers (OpenAI, DeepSeek, Gemini's OpenAI endpoint, vLLM / SGLang / Ollama servers).
+
+The ``openai`` SDK's async client does the HTTP (over aiohttp, with its own retries off); the engine in
+``mathforge.engine`` owns rate limits, concurrency, retries, timeouts and the budget. The API key is read from the
+environment variable the config names, at send time only: it is never part of the config, the ledger or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Literal, Sequence
+
+from pydantic import Field
+
+from mathforge.backends.base import Backend, BackendConfig, Completion, GenRequest, ResultSink
+from mathforge.engine import ApiError, Engine, EngineConfig, Job, Pricing, Reply, TeacherStats, make_jobs, sample_seed
+from mathforge.engine.retry import redact, retry_after
+from mathforge.engine.runner import run_sync
+from mathforge.errors import BackendError
+
+
+class OpenAIConfig(BackendConfig):
+    backend: Literal["openai"] = "openai"
+    model: str = Field(description="model name as the endpoint knows it (e.g. gpt-4o-mini, deepseek-chat)")
+    base_url: str = Field("https://api.openai.com/v1", description="OpenAI-compatible endpoint, up to /v1")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="environment variable holding the API key (empty for keyless local servers)"
+    )
+    rpm: int | None = Field(None, gt=0, description="requests per minute granted (default: learned from headers)")
+    tpm: int | None = Field(None, gt=0, description="tokens per minute granted (default: learned from headers)")
+    max_concurrency: int = Field(128, ge=1, description="hard cap on requests in flight")
+    initial_concurrency: int | None = Field(
+        None, ge=1, description="requests in flight at the start, grown while they succeed (default: the cap)"
+    )
+    timeout: float = Field(600.0, gt=0, description="ceiling in seconds of the per-request timeout learned from latency")
+    max_attempts: int = Field(6, ge=1, description="attempts per request before it is recorded as failed")
+    price_input_per_m: float = Field(0.0, ge=0, description="USD per million input tokens")
+    price_output_per_m: float = Field(0.0, ge=0, description="USD per million output tokens")
+    budget: float | None = Field(None, gt=0, description="USD cap for this teacher in this run directory")
+    n_per_request: int = Field(1, ge=1, description="samples of one prompt per API call via `n` (where supported)")
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="request field for the output cap (newer OpenAI models want max_completion_tokens)"
+    )
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            rpm=self.rpm, tpm=self.tpm, max_concurrency=self.max_concurrency,
+            initial_concurrency=self.initial_concurrency, timeout=self.timeout, max_attempts=self.max_attempts,
+            pricing=Pricing(self.price_input_per_m, self.price_output_per_m), budget=self.budget,
+        )
+
+
+class OpenAIBackend(Backend):
+    """Chat completions over HTTP, every request through the engine."""
+
+    Config = OpenAIConfig
+    config: OpenAIConfig
+
+    def __init__(self, name: str, config: OpenAIConfig):
+        super().__init__(name, config)
+        self._client: Any = None
+        self._key: str = ""
+        self.last_stats: TeacherStats | None = None
+
+    def identity(self) -> tuple[str, str]:
+        return self.config.model, self.config.base_url.rstrip("/")
+
+    def api_key(self) -> str:
+        env = self.config.api_key_env
+        if not env:
+            return "EMPTY"
+        key = os.environ.get(env)
+        if not key:
+            raise BackendError(f"teacher {self.name}: environment variable {env} is not set (it holds the API key)")
+        return key
+
+    def generate(self, requests: Sequence[GenRequest], sink: ResultSink) -> None:
+        if not requests:
+            return
+        stats: TeacherStats = getattr(sink, "stats", None) or TeacherStats()
+        stats.prior_spend = Pricing(self.config.price_input_per_m, self.config.price_output_per_m).cost(
+            stats.prior_tokens_in, stats.prior_tokens_out
+        )
+        self.last_stats = stats
+        self._key = self.api_key()
+        run_sync(self._run(make_jobs(requests, self.config.n_per_request), sink, stats))
+
+    async def _run(self, jobs: list[Job], sink: ResultSink, stats: TeacherStats) -> None:
+        self._client = self._make_client()
+        engine = Engine(self.name, self.config.engine_config(), self._send, sink, stats=stats,
+                        endpoint=self.config.base_url)
+        try:
+            await engine.run(jobs)
+        finally:
+            await self._client.close()
+            self._client = None
+
+    def _make_client(self) -> Any:
+        import httpx2
+        import openai
+
+        limits = httpx2.Limits(max_connections=self.config.max_concurrency + 16,
+                               max_keepalive_connections=self.config.max_concurrency + 16)
+        try:
+            http_client = openai.DefaultAioHttpClient(limits=limits)
+        except RuntimeError:  # the SDK without its aiohttp extra: httpx, slower with many connections
+            http_client = openai.DefaultAsyncHttpxClient(limits=limits)
+        return openai.AsyncOpenAI(
+            base_url=self.config.base_url, api_key=self._key, max_retries=0,
+            timeout=self.config.timeout + 5.0, http_client=http_client,
+        )
+
+    async def _send(self, job: Job) -> Reply:
+        """One chat call for the job's samples; SDK errors become ApiErrors with every secret removed."""
+        import httpx2
+        import openai
+
+        first = job.requests[0]
+        p = first.params
+        body: dict[str, Any] = {"model": self.config.model, "messages": first.messages,
+                                "temperature": p.temperature, "top_p": p.top_p, self.config.max_tokens_field: p.max_tokens}
+        if job.n > 1:
+            body["n"] = job.n
+        if p.seed is not None:
+            body["seed"] = sample_seed(p.seed, first.sample_index)
+        if p.stop:
+            body["stop"] = list(p.stop)
+        headers = {"x-mathforge-keys": ",".join(r.key[:16] for r in job.requests)}
+        t0 = time.monotonic()
+        try:
+            # The SDK's documented raw path (``client.post`` with ``cast_to=httpx2.Response``): same auth, errors and
+            # transport as ``chat.completions.create`` without its per-call typed transform of the body, which costs
+            # more CPU than the rest of the request at a few hundred requests a second.
+            raw = await self._client.post("/chat/completions", cast_to=httpx2.Response, body=body,
+                                          options={"headers": headers})
+        except openai.APIStatusError as exc:
+            raise ApiError("status", self._status_message(exc), exc.status_code,
+                           retry_after(exc.response.headers), exc.response.headers) from None
+        except openai.APIConnectionError as exc:  # includes timeouts; the transport's mapping is coarse
+            kind, detail = classify_connection_error(exc)
+            raise ApiError(kind, redact(detail, [self._key])) from None
+        latency = time.monotonic() - t0
+        data = json.loads(raw.content)
+        return self._reply(job, data, raw.headers, latency)
+
+    def _reply(self, job: Job, data: dict[str, Any], headers: Any, latency: float) -> Reply:
+        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+        if len(choices) != job.n:
+            raise BackendError(
+                f"teacher {self.name}: asked {self.config.base_url} for {job.n} samples in one call (n) and got "
+                f"{len(choices)}; this endpoint does not support n: set n_per_request: 1"
+            )
+        usage = data.get("usage") or {}
+        tokens_in = int(usage.get("prompt_tokens") or 0)
+        tokens_out = int(usage.get("completion_tokens") or 0)
+        texts = [(c.get("message") or {}).get("content") or "" for c in choices]
+        shares = _split(tokens_out, [len(t) for t in texts])
+        meta = {k: data[k] for k in ("id", "model", "system_fingerprint") if data.get(k)}
+        completions = [
+            Completion(text, c.get("finish_reason"), tokens_in, share, latency,
+                       meta | {"usage": usage, "n": job.n, "choice": i})
+            for i, (c, text, share) in enumerate(zip(choices, texts, shares))
+        ]
+        return Reply(completions, tokens_in, tokens_out, headers)
+
+    def _status_message(self, exc: Any) -> str:
+        body = exc.body
+        if isinstance(body, dict):
+            body = body.get("error", body)
+        msg = body.get("message") if isinstance(body, dict) else None
+        msg = str(msg or exc.message)
+        if exc.status_code == 401 and self.config.api_key_env:
+            msg += f" (the key comes from ${self.config.api_key_env})"
+        elif exc.status_code == 404:
+            msg = f"model '{self.config.model}' at {self.config.base_url}: {msg}"
+        return redact(msg, [self._key])
+
+
+def classify_connection_error(exc: BaseException) -> tuple[str, str]:
+    """("connect" | "connection" | "timeout", detail) from the exception chain under an SDK connection error."""
+    chain, x = [], exc
+    while x is not None and len(chain) < 8:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    root = chain[-1]
+    names = {type(e).__name__ for e in chain}
+    detail = f"{type(root).__name__}: {root}"
+    if names & {"ClientConnectorError", "ConnectionRefusedError", "gaierror", "ConnectError"}:
+        return "connect", detail
+    if names & {"ServerDisconnectedError", "ClientOSError", "ClientPayloadError", "RemoteProtocolError",
+                "ReadError", "ConnectionResetError"}:
+        return "connection", detail
+    return "timeout", detail
+
+
+def _split(total: int, weights: list[int]) -> list[int]:
+    """Split the call's output tokens over its choices in proportion to their length (the API reports one sum)."""
+    if len(weights) == 1:
+        return [total]
+    s = sum(weights) or len(weights)
+    shares = [total * (w or (s / len(weights))) // s for w in weights]
+    shares[-1] += total - sum(shares)
+    return [int(x) for x in shares]

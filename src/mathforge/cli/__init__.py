@@ -1,0 +1,1 @@
+"""The mathforge command line: one thin subcommand per stage over the library."""

@@ -1,0 +1,95 @@
+"""``load()``: read a dataset into normalised Problems, failing on or setting aside bad rows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from mathforge.datasets.base import Loader, RowError
+from mathforge.datasets.readers import Row, Source, open_source
+from mathforge.datasets.registry import get_loader
+from mathforge.errors import ConfigError, DataError
+from mathforge.records import Problem
+
+log = logging.getLogger(__name__)
+OnBadRow = Literal["error", "skip"]
+
+
+def load(
+    name: str,
+    path: str | Path | None = None,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    on_bad_row: OnBadRow = "error",
+    rejected: list[tuple[dict[str, Any], str]] | None = None,
+    config: str | None = None,
+    **options: Any,
+) -> Iterator[Problem]:
+    """Yield the Problems of dataset ``name`` read from ``path`` (file, directory, ``bundled:NAME``, hub id, or None
+    for the dataset's hub id).
+
+    ``offset`` skips that many source rows; ``limit`` caps the Problems yielded. A bad row raises DataError naming
+    file, line and field, or with ``on_bad_row="skip"`` is appended to ``rejected`` as ``(raw_row, reason)``.
+    ``config`` is the hub config name; ``options`` go to the loader (the field mapping of ``generic``).
+    Name, path and options are checked here, before the first row is read.
+    """
+    if on_bad_row not in ("error", "skip"):
+        raise ConfigError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+    if (limit is not None and limit < 0) or offset < 0:
+        raise ConfigError("limit and offset must not be negative")
+    loader = get_loader(name, **options)
+    source = open_source(loader, path, split, config, streaming=limit is not None)
+    return _problems(loader, source, limit, offset, on_bad_row, rejected)
+
+
+def _problems(
+    loader: Loader,
+    source: Source,
+    limit: int | None,
+    offset: int,
+    on_bad_row: OnBadRow,
+    rejected: list[tuple[dict[str, Any], str]] | None,
+) -> Iterator[Problem]:
+    if limit == 0:
+        return
+    seen: dict[str, Row] = {}
+    yielded = 0
+    for row in source.rows():
+        if row.index < offset:
+            continue
+        try:
+            problem = _parse(loader, source, row, seen)
+        except RowError as exc:
+            error = _data_error(row, exc)
+            if on_bad_row == "error":
+                raise error from None
+            log.warning("skipped: %s", error)
+            if rejected is not None:
+                rejected.append((row.data if row.data is not None else {"raw": row.raw}, str(error)))
+            continue
+        seen[problem.id] = row
+        yielded += 1
+        yield problem
+        if yielded == limit:
+            return  # before reading another row: a streamed hub dataset fetches no more than it must
+
+
+def _parse(loader: Loader, source: Source, row: Row, seen: dict[str, Row]) -> Problem:
+    if row.data is None:
+        raise RowError(row.error or "undecodable row")
+    problem = loader.parse(row.data, f"{loader.dataset}/{source.split}/{row.index}")
+    if problem.id in seen:
+        first = seen[problem.id]
+        where = f"line {first.line}" if first.line is not None else f"row {first.index + 1}"
+        raise RowError(f"duplicate id '{problem.id}' (first at {where})", field=loader.id_field or "id")
+    return problem
+
+
+def _data_error(row: Row, exc: RowError) -> DataError:
+    """A DataError naming file, line and field; rows without lines (Parquet, hub) are named by 1-based row number."""
+    message = exc.message if row.line is not None else f"row {row.index + 1}: {exc.message}"
+    return DataError(message, file=row.file, line=row.line, field=exc.field)

@@ -1,0 +1,82 @@
+"""Tokens, cost and the budget cap per teacher, and the counters behind its live progress line."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """US dollars per million input and output tokens."""
+
+    input_per_m: float = 0.0
+    output_per_m: float = 0.0
+
+    def cost(self, tokens_in: float, tokens_out: float) -> float:
+        return (tokens_in * self.input_per_m + tokens_out * self.output_per_m) / 1e6
+
+
+@dataclass
+class Budget:
+    """A spending cap: a request is sent only if what is spent plus what is in flight plus its estimate fits."""
+
+    limit: float | None
+    pricing: Pricing
+    spent: float = 0.0
+    reserved: float = 0.0
+    exhausted: bool = False
+
+    def try_reserve(self, tokens_in: int, tokens_out: int) -> float | None:
+        """Reserve the estimated cost of one request; None (and ``exhausted``) when it would pass the cap."""
+        est = self.pricing.cost(tokens_in, tokens_out)
+        if self.limit is not None and self.spent + self.reserved + est > self.limit:
+            self.exhausted = True
+            return None
+        self.reserved += est
+        return est
+
+    def settle(self, reserved: float, tokens_in: int, tokens_out: int) -> None:
+        self.reserved = max(0.0, self.reserved - reserved)
+        self.spent += self.pricing.cost(tokens_in, tokens_out)
+
+    def release(self, reserved: float) -> None:
+        self.reserved = max(0.0, self.reserved - reserved)
+
+
+@dataclass
+class TeacherStats:
+    """Live counters of one teacher's generation (requests here are samples: one per ledger key)."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    retries: int = 0
+    rate_limited: int = 0  # 429 answers
+    timeouts: int = 0
+    api_calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    spend: float = 0.0
+    prior_tokens_in: int = 0  # answered for this teacher in this run directory before this run
+    prior_tokens_out: int = 0
+    prior_spend: float = 0.0
+    stopped: str | None = None  # why sending stopped early (budget)
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        """The progress line: 429s, retries, failures, spend (done/total, rates are shown by the bar itself)."""
+        s = f"429s {self.rate_limited} retries {self.retries} failed {self.failed}"
+        if self.spend or self.prior_spend:
+            s += f" ${self.spend + self.prior_spend:,.2f}"
+        return s + (f" [{self.stopped}]" if self.stopped else "")
+
+    def as_dict(self) -> dict:
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        return {
+            "total": self.total, "done": self.done, "failed": self.failed, "retries": self.retries,
+            "rate_limited_429": self.rate_limited, "timeouts": self.timeouts, "api_calls": self.api_calls,
+            "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "spend_usd": round(self.spend, 6),
+            "ex_per_min": round(self.done / elapsed * 60, 1), "tokens_per_s": round(self.tokens_out / elapsed, 1),
+            "stopped": self.stopped,
+        }

@@ -1,0 +1,83 @@
+"""How many requests may be in flight: an adjustable semaphore driven by AIMD under a hard cap.
+
+Grows while requests succeed (doubling per round trip in slow start, then one per round trip), halves on overload
+(a 429 when no rate limit is known to pace us) and shrinks by a fifth when the median latency of recent requests
+rises past twice the best median seen — the sign of a server queueing our requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import deque
+
+
+class AdaptiveConcurrency:
+    """An asyncio semaphore whose limit moves between ``floor`` and ``cap``."""
+
+    def __init__(self, cap: int, initial: int | None = None, floor: int = 1, window: int = 50, latency_factor: float = 2.0):
+        self.cap = max(1, cap)
+        self.floor = max(1, min(floor, self.cap))
+        self.limit = float(min(self.cap, max(self.floor, initial or self.cap)))
+        self.slow_start = self.limit < self.cap
+        self.in_use = 0
+        self.latency_factor = latency_factor
+        self._window: deque[float] = deque(maxlen=window)
+        self._seen = 0
+        self.best_median: float | None = None
+        self._last_decrease = 0.0
+        self._waiters: deque[asyncio.Future] = deque()
+
+    async def acquire(self) -> None:
+        if self.in_use < int(self.limit) and not self._waiters:
+            self.in_use += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # we were handed a slot as we were cancelled: give it back
+            raise
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_use < int(self.limit):
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_use += 1
+                fut.set_result(None)
+
+    def on_success(self, latency: float) -> None:
+        """One request answered: grow if the limit is what holds us back; back off if latency is rising."""
+        self._window.append(latency)
+        self._seen += 1
+        if self._seen % self._window.maxlen == 0:  # type: ignore[operator]
+            median = statistics.median(self._window)
+            if self.best_median is None or median < self.best_median:
+                self.best_median = median
+            elif median > self.latency_factor * self.best_median:
+                self._decrease(0.8)
+                return
+        if (self._waiters or self.in_use >= int(self.limit) - 1) and self.limit < self.cap:
+            self.limit = min(self.cap, self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
+            self._wake()
+
+    def on_overload(self) -> None:
+        """The server refused for load (429 without a known rate limit): halve."""
+        self._decrease(0.5)
+
+    def _decrease(self, factor: float) -> None:
+        # At most once per round trip: the requests already in flight were sent under the old limit.
+        now = time.monotonic()
+        rtt = statistics.median(self._window) if self._window else 1.0
+        if now - self._last_decrease < rtt:
+            return
+        self._last_decrease = now
+        self.slow_start = False
+        self.limit = max(float(self.floor), self.limit * factor)

@@ -1,0 +1,272 @@
+"""The export stage: accepted samples as SFT datasets (chat and prompt-completion), with a dataset card.
+
+Layout of ``<run>/export/`` (every split file readable by ``datasets``)::
+
+    sft.jsonl, sft.parquet            every chat row, with its "split" (train / validation)
+    chat/{train,validation}.{jsonl,parquet}        {"id", "problem_id", "teacher", "model", "messages": [...]}
+    completion/{train,validation}.{jsonl,parquet}  {"id", "problem_id", "teacher", "model", "prompt", "completion"}
+    dataset/{chat,completion}/        datasets.DatasetDict.save_to_disk (load with datasets.load_from_disk)
+    README.md                         dataset card: provenance, counts, yields, decontamination, recipe
+
+The split is by problem (every solution of a problem lands in the same split), seeded, so validation loss is
+measured on problems the model has not trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from mathforge.config import StrictModel, dump_yaml
+from mathforge.errors import MathforgeError
+from mathforge.pipeline.stages import Stage
+from mathforge.store import write_table
+
+Style = Literal["chat", "completion"]
+Format = Literal["jsonl", "parquet", "dataset"]
+SPLITS = ("train", "validation")
+
+
+class ExportConfig(StrictModel):
+    formats: list[Format] = Field(["jsonl", "parquet", "dataset"], description="any of: jsonl, parquet, dataset")
+    styles: list[Style] = Field(["chat", "completion"], description="chat messages and/or prompt-completion pairs")
+    system_prompt: str | None = Field(None, description="system message of every exported chat (none by default)")
+    prompt_template: str = Field(
+        "Question: {question}\nAnswer: ", description="prompt of the prompt-completion style; {question} is filled in"
+    )
+    only_correct: bool = Field(True, description="export only samples the verifier accepted")
+    validation_fraction: float = Field(0.05, ge=0, lt=1, description="share of problems held out for validation")
+    seed: int | None = Field(None, description="seed of the train/validation split (default: the recipe's seed)")
+    out_dir: str = Field("export", description="folder inside the run directory")
+    card: bool = Field(True, description="write a dataset card (README.md) with provenance")
+    push_to_hub: str | None = Field(None, description="hub dataset repo (user/name) to upload the export to")
+    private: bool = Field(True, description="create the hub repo as private")
+
+
+def _accepted(samples: list[dict[str, Any]], cfg: ExportConfig) -> list[dict[str, Any]]:
+    return [s for s in samples if not cfg.only_correct or s.get("correct") is True]
+
+
+def _base(s: dict[str, Any]) -> dict[str, Any]:
+    return {"id": s["id"], "problem_id": s["problem_id"], "teacher": s.get("teacher"), "model": s.get("model")}
+
+
+def sft_rows(samples: list[dict[str, Any]], cfg: ExportConfig) -> list[dict[str, Any]]:
+    """Chat rows: optional system message, the question as the user turn, the solution as the assistant turn."""
+    rows = []
+    for s in _accepted(samples, cfg):
+        msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+        msgs += [{"role": "user", "content": s["question"]}, {"role": "assistant", "content": s["text"].strip()}]
+        rows.append({**_base(s), "messages": msgs})
+    return rows
+
+
+def completion_rows(samples: list[dict[str, Any]], cfg: ExportConfig) -> list[dict[str, Any]]:
+    """Prompt-completion rows (TRL's standard format): the templated question, and the solution."""
+    return [
+        {**_base(s), "prompt": cfg.prompt_template.format(question=s["question"]), "completion": s["text"].strip()}
+        for s in _accepted(samples, cfg)
+    ]
+
+
+def split_problems(problem_ids: list[str], fraction: float, seed: int) -> set[str]:
+    """The problems held out for validation: a seeded shuffle of the sorted ids, at least one when asked for any."""
+    ids = sorted(set(problem_ids))
+    if fraction <= 0 or len(ids) < 2:
+        return set()
+    random.Random(seed).shuffle(ids)
+    k = min(len(ids) - 1, max(1, round(fraction * len(ids))))
+    return set(ids[:k])
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_style(out: Path, style: str, splits: dict[str, list[dict[str, Any]]], formats: list[str]) -> None:
+    """One style's split files in each format (replacing an earlier export's); empty splits are left out."""
+    for old in (out / style, out / "dataset" / style):
+        if old.exists():
+            shutil.rmtree(old)
+    for split, rows in splits.items():
+        if not rows:
+            continue
+        if "jsonl" in formats:
+            write_jsonl(out / style / f"{split}.jsonl", rows)
+        if "parquet" in formats:
+            write_table(out / style / f"{split}.parquet", rows)
+    if "dataset" in formats:
+        from datasets import Dataset, DatasetDict
+        from datasets.utils import logging as ds_logging
+
+        quiet = ds_logging.is_progress_bar_enabled()
+        ds_logging.disable_progress_bar()  # one bar per split per style is noise in a stage's output
+        try:
+            dd = DatasetDict({split: Dataset.from_list(rows) for split, rows in splits.items() if rows})
+            dd.save_to_disk(str(out / "dataset" / style))
+        finally:
+            if quiet:
+                ds_logging.enable_progress_bar()
+
+
+def export(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, seed: int = 0,
+           provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the export folder for ``samples``; returns counts (rows and problems per split)."""
+    out.mkdir(parents=True, exist_ok=True)
+    accepted = _accepted(samples, cfg)
+    held_out = split_problems([s["problem_id"] for s in accepted], cfg.validation_fraction,
+                              cfg.seed if cfg.seed is not None else seed)
+    split_of = {s["id"]: ("validation" if s["problem_id"] in held_out else "train") for s in accepted}
+    builders = {"chat": sft_rows, "completion": completion_rows}
+    for style in cfg.styles:
+        rows = builders[style](accepted, cfg)
+        splits = {sp: [r for r in rows if split_of[r["id"]] == sp] for sp in SPLITS}
+        write_style(out, style, splits, cfg.formats)
+        if style == "chat":
+            flat = [{**r, "split": split_of[r["id"]]} for r in rows]
+            if "jsonl" in cfg.formats:
+                write_jsonl(out / "sft.jsonl", flat)
+            if "parquet" in cfg.formats:
+                write_table(out / "sft.parquet", flat)
+    counts = {
+        sp: {"rows": sum(1 for v in split_of.values() if v == sp),
+             "problems": len({s["problem_id"] for s in accepted if split_of[s["id"]] == sp})}
+        for sp in SPLITS
+    }
+    if cfg.card:
+        (out / "README.md").write_text(dataset_card(accepted, counts, cfg, provenance or {}), encoding="utf-8")
+    return counts
+
+
+def _data_files(cfg: ExportConfig, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    ext = "parquet" if "parquet" in cfg.formats else "jsonl" if "jsonl" in cfg.formats else None
+    if ext is None:
+        return []
+    return [
+        {"config_name": style, "default": i == 0,
+         "data_files": [{"split": sp, "path": f"{style}/{sp}.{ext}"} for sp in SPLITS if counts[sp]["rows"]]}
+        for i, style in enumerate(cfg.styles)
+    ]
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def dataset_card(accepted: list[dict[str, Any]], counts: dict[str, dict[str, int]], cfg: ExportConfig,
+                 provenance: dict[str, Any]) -> str:
+    """README.md with hub metadata (configs, splits) and provenance: teachers, sources, counts, yields, recipe."""
+    total = sum(c["rows"] for c in counts.values())
+    meta = {"configs": _data_files(cfg, counts), "task_categories": ["text-generation"], "language": ["en"],
+            "tags": ["math", "reasoning", "synthetic", "mathforge"], "size_categories": [_size_category(total)]}
+    lines = ["---", dump_yaml(meta).rstrip(), "---", "", f"# {provenance.get('name') or 'mathforge SFT dataset'}", "",
+             "Step-by-step math solutions written by teacher models, verified against gold answers and curated by "
+             "mathforge (filters, benchmark decontamination, dedup, RFT distinct paths).", ""]
+    lines += ["## Contents", "", "| split | rows | problems |", "|---|---:|---:|"]
+    lines += [f"| {sp} | {c['rows']:,} | {c['problems']:,} |" for sp, c in counts.items()]
+    lines += ["", f"Styles: {', '.join(cfg.styles)}. Formats: {', '.join(cfg.formats)}. The split is by problem "
+              f"({cfg.validation_fraction:.0%} of problems held out, seed {cfg.seed if cfg.seed is not None else provenance.get('seed', 0)}).", ""]
+    teachers = Counter((s.get("teacher"), s.get("model")) for s in accepted)
+    lines += ["## Teachers", "", "| teacher | model | rows |", "|---|---|---:|"]
+    lines += [f"| {t} | {m} | {n:,} |" for (t, m), n in sorted(teachers.items(), key=lambda x: -x[1])]
+    sources = Counter(str(s["problem_id"]).split("/", 1)[0] if "/" in str(s["problem_id"]) else "(no dataset prefix)"
+                      for s in accepted)
+    lines += ["", "## Problem sources", "", ", ".join(f"{src} ({n:,} rows)" for src, n in sources.most_common()), ""]
+    curate = provenance.get("curate")
+    if curate:
+        lines += _curate_section(curate)
+    else:
+        lines += ["## Curation", "", "Not curated by `mathforge curate`: no decontamination or dedup was recorded.", ""]
+    if provenance.get("recipe"):
+        lines += ["## Recipe", "", "```yaml", provenance["recipe"].rstrip(), "```", ""]
+    lines += ["## Loading", "", "```python", "from datasets import load_dataset",
+              f"ds = load_dataset(\"<this repo or folder>\", \"{cfg.styles[0] if cfg.styles else 'chat'}\")", "```", ""]
+    return "\n".join(lines)
+
+
+def _curate_section(curate: dict[str, Any]) -> list[str]:
+    lines = ["## Yields", "", "| teacher | samples | correct | kept | yield |", "|---|---:|---:|---:|---:|"]
+    for t, v in curate.get("teachers", {}).items():
+        y = f"{v['yield']:.1%}" if v.get("yield") is not None else "-"
+        lines.append(f"| {t} | {v['samples']:,} | {v['correct']:,} | {v['kept']:,} | {y} |")
+    funnel = curate.get("funnel", {})
+    lines += ["", "## Curation funnel", "", f"In: {funnel.get('records_in', 0):,} samples.", "",
+              "| step | dropped (reason) | left |", "|---|---|---:|"]
+    for st in funnel.get("steps", []):
+        reasons = ", ".join(f"{k} {n:,}" for k, n in st["dropped"].items()) or "-"
+        lines.append(f"| {st['step']} | {reasons} | {st['left']:,} |")
+    dec = curate.get("decontam")
+    lines += ["", "## Decontamination", ""]
+    if not dec:
+        lines.append("Decontamination was switched off.")
+    else:
+        benches = ", ".join(f"{b} ({n:,} items)" for b, n in dec.get("benchmarks", {}).items())
+        lines.append(f"Word {dec.get('ngram')}-gram overlap against: {benches}.")
+        hits = dec.get("hits", {})
+        lines.append("No overlaps found." if not hits else "Dropped: " + "; ".join(
+            f"{b}: " + ", ".join(f"{k} {n:,}" for k, n in c.items()) for b, c in hits.items()) + ".")
+    if curate.get("pooled"):
+        lines += ["", "Pooled from: " + ", ".join(curate["pooled"]) + "."]
+    return lines + [""]
+
+
+def push_to_hub(out: Path, repo: str, private: bool = True, token: str | None = None) -> str:
+    """Upload the card and the split files (not the Arrow copies) to a hub dataset repo; returns its URL."""
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi(token=token)
+        url = api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=repo, repo_type="dataset",
+                          allow_patterns=["README.md", "chat/*", "completion/*"],
+                          commit_message="mathforge export")
+    except Exception as exc:  # network, auth, offline mode: one clear message
+        raise MathforgeError(f"push to hub dataset '{repo}' failed: {type(exc).__name__}: {exc}") from None
+    return str(url)
+
+
+def latest_curate_report(run_dir: Path) -> dict[str, Any] | None:
+    """The report of the curate stage run last in this run directory, if any."""
+    reports = sorted(run_dir.glob("curate*.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(reports[-1].read_text(encoding="utf-8")) if reports else None
+
+
+class ExportStage(Stage):
+    name = "export"
+    Config = ExportConfig
+    stage_id = "export"
+
+    def run(self, ctx: Any, cfg: ExportConfig) -> dict[str, Any]:
+        out = ctx.path(cfg.out_dir)
+        recipe = ctx.path("recipe.yaml")
+        provenance = {
+            "name": ctx.run_dir.name,
+            "seed": ctx.seed,
+            "recipe": recipe.read_text(encoding="utf-8") if recipe.exists() else None,
+            "curate": latest_curate_report(ctx.run_dir),
+        }
+        counts = export(ctx.samples(), out, cfg, seed=ctx.seed, provenance=provenance)
+        metrics: dict[str, Any] = {
+            "accepted": counts["train"]["rows"] + counts["validation"]["rows"],
+            "train": counts["train"]["rows"],
+            "validation": counts["validation"]["rows"],
+            "out_dir": str(out),
+        }
+        if cfg.push_to_hub:
+            metrics["hub_url"] = push_to_hub(out, cfg.push_to_hub, cfg.private)
+        return metrics

@@ -1,0 +1,252 @@
+"""The generate stage: k samples per problem from each teacher, every request through the ledger.
+
+Requests are keyed by content and registered before anything is sent; only requests without a stored response are
+sent, and each response is committed as it arrives. So a rerun pays nothing twice, raising k sends only the new
+samples, and a run killed at any moment resumes with at most the in-flight requests redone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from pydantic import Field
+
+from mathforge.backends import Completion, GenRequest, SamplingParams
+from mathforge.config import StrictModel
+from mathforge.engine.accounting import TeacherStats
+from mathforge.errors import ConfigError
+from mathforge.pipeline.progress import console, progress_bar
+from mathforge.pipeline.stages import Stage
+from mathforge.prompts import build_messages, get_prompt
+from mathforge.records import Problem, Sample
+from mathforge.store.ledger import FAILED, OK, PENDING, Ledger, request_key
+
+
+class GenerateConfig(StrictModel):
+    teachers: list[str] | None = Field(None, description="teacher names from the recipe (default: all of them)")
+    k: int = Field(4, ge=1, description="samples per problem per teacher")
+    prompt: str | None = Field(None, description="prompt template (default: the dataset's own, else 'cot')")
+    system_prompt: str | None = Field(None, description="replaces the template's system prompt")
+    temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(512, ge=1, description="most new tokens per sample")
+    seed: int | None = Field(None, description="sampling seed (default: the recipe's seed)")
+    stop: list[str] | None = Field(None, description="stop strings")
+    retry_failed: bool = Field(False, description="re-send requests recorded as failed (what `mathforge retry` does)")
+
+
+@dataclass
+class Planned:
+    problem: Problem
+    teacher: str
+    model: str
+    prompt_key: str
+    request: GenRequest
+
+
+def plan_requests(ctx: Any, problems: Sequence[Problem], cfg: GenerateConfig) -> list[Planned]:
+    """Every (problem, teacher, sample index) request with its content key."""
+    teachers = cfg.teachers or list(ctx.teachers)
+    if not teachers:
+        raise ConfigError("generate: the recipe defines no teachers")
+    seed = cfg.seed if cfg.seed is not None else ctx.seed
+    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_tokens, seed, tuple(cfg.stop) if cfg.stop else None)
+    planned = []
+    for t in teachers:
+        model, endpoint = ctx.backend(t).identity()
+        for p in problems:
+            prompt_key = cfg.prompt or p.meta.get("prompt") or "cot"
+            messages = build_messages(get_prompt(prompt_key), p, cfg.system_prompt)
+            for i in range(cfg.k):
+                key = request_key(model=model, endpoint=endpoint, messages=messages, params=params.as_dict(), sample_index=i)
+                planned.append(Planned(p, t, model, prompt_key, GenRequest(key, messages, params, i, {"problem_id": p.id})))
+    return planned
+
+
+class LedgerSink:
+    """Commits each finished request to the ledger and keeps the teacher's progress line current."""
+
+    def __init__(self, ledger: Ledger, progress: Any = None, task: Any = None, stats: TeacherStats | None = None):
+        self.ledger, self.progress, self.task = ledger, progress, task
+        self.stats = stats or TeacherStats()
+        self.tokens_out = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+
+    def ok(self, request: GenRequest, completion: Completion) -> None:
+        self.ok_many([(request, completion)])
+
+    def ok_many(self, items: Sequence[tuple[GenRequest, Completion]]) -> None:
+        self.ledger.record_ok_many(
+            [(r.key, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.response, c.latency, 1) for r, c in items]
+        )
+        with self._lock:
+            self.tokens_out += sum(c.tokens_out for _, c in items)
+            if self.progress is not None:
+                self.progress.update(self.task, advance=len(items), tokens=self.tokens_out, extra=self.stats.line())
+
+    def fail(self, request: GenRequest, error: str, *, final: bool) -> None:
+        self.ledger.record_failure(request.key, error, final=final)
+        if final:
+            with self._lock:
+                self.failed += 1
+                if self.progress is not None:
+                    self.progress.update(self.task, advance=1, extra=self.stats.line())
+
+
+def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False) -> dict[str, Any]:
+    """Send what the ledger has no answer for, every teacher at once under its own limits; returns counts and rates."""
+    ledger: Ledger = ctx.ledger
+    ledger.register((p.request.key, p.teacher, p.model, _request_record(p)) for p in planned)
+    if retry_failed:
+        ledger.reset_failed(p.request.key for p in planned)
+    status = ledger.statuses([p.request.key for p in planned])
+    todo: dict[str, list[GenRequest]] = {}
+    seen: set[str] = set()
+    for p in planned:
+        if status.get(p.request.key) == PENDING and p.request.key not in seen:
+            seen.add(p.request.key)
+            todo.setdefault(p.teacher, []).append(p.request)
+    cached = sum(1 for s in status.values() if s == OK)
+    failed_before = sum(1 for s in status.values() if s == FAILED)
+    metrics: dict[str, Any] = {"requests": len(planned), "cached": cached, "sent": sum(map(len, todo.values()))}
+    if failed_before:
+        console.log(f"[yellow]{failed_before} requests failed earlier; `mathforge retry RUN_DIR` re-sends them")
+    if not todo:
+        return metrics | {"new_tokens_out": 0, "gen_seconds": 0.0}
+    for teacher in todo:
+        ctx.backend(teacher).prepare()
+    usage = ledger.usage()
+    t0 = time.perf_counter()
+    sinks: dict[str, LedgerSink] = {}
+    errors: list[BaseException] = []
+    with progress_bar() as prog:
+
+        def work(teacher: str, reqs: list[GenRequest]) -> None:
+            task = prog.add_task(f"generate {teacher}", total=len(reqs), tokens=0, extra="")
+            prior = usage.get(teacher, {})
+            stats = TeacherStats(total=len(reqs), prior_tokens_in=prior.get("tokens_in", 0),
+                                 prior_tokens_out=prior.get("tokens_out", 0))
+            sinks[teacher] = sink = LedgerSink(ledger, prog, task, stats)
+            try:
+                ctx.backend(teacher).generate(reqs, sink)
+            except BaseException as exc:  # the other teachers finish; what was answered stays in the ledger
+                errors.append(exc)
+
+        if len(todo) == 1:
+            work(*next(iter(todo.items())))
+        else:
+            with ThreadPoolExecutor(len(todo)) as pool:
+                for f in [pool.submit(work, t, r) for t, r in todo.items()]:
+                    f.result()
+    seconds = time.perf_counter() - t0
+    for teacher, sink in sinks.items():
+        _report(teacher, sink, len(todo[teacher]))
+    if errors:
+        raise errors[0]
+    new_tokens = sum(s.tokens_out for s in sinks.values())
+    return metrics | {
+        "new_tokens_out": new_tokens,
+        "gen_seconds": round(seconds, 3),
+        "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None,
+        "failed": sum(s.failed for s in sinks.values()),
+        "teachers": {t: s.stats.as_dict() for t, s in sinks.items()},
+    }
+
+
+def _report(teacher: str, sink: LedgerSink, sent: int) -> None:
+    """Say why a teacher stopped short: the budget cap, or requests recorded as failed."""
+    st = sink.stats
+    if st.stopped:
+        unsent = sent - st.done - st.failed
+        console.log(f"[yellow]teacher {teacher}: {st.stopped} (spent ${st.spend + st.prior_spend:,.2f}); "
+                    f"{unsent} requests left unsent — raise the budget and rerun to send them")
+    if sink.failed:
+        console.log(f"[yellow]teacher {teacher}: {sink.failed} requests failed after every attempt "
+                    "(kept in the ledger with their last error); `mathforge retry RUN_DIR` re-sends them")
+
+
+def _request_record(p: Planned) -> dict[str, Any]:
+    return {
+        "messages": p.request.messages,
+        "params": p.request.params.as_dict(),
+        "sample_index": p.request.sample_index,
+        "problem_id": p.problem.id,
+        "prompt_key": p.prompt_key,
+    }
+
+
+def collect_samples(ledger: Ledger, planned: list[Planned]) -> tuple[list[dict[str, Any]], int]:
+    """Samples for every planned request that has a response, in plan order; and how many have none."""
+    rows = ledger.get_many([p.request.key for p in planned])
+    out, missing = [], 0
+    for p in planned:
+        row = rows.get(p.request.key)
+        if row is None or row.status != OK:
+            missing += 1
+            continue
+        out.append(
+            Sample(
+                id=f"{p.problem.id}#{p.teacher}#{p.request.sample_index}",
+                problem_id=p.problem.id,
+                question=p.problem.question,
+                gold=p.problem.answer,
+                teacher=p.teacher,
+                model=p.model,
+                sample_index=p.request.sample_index,
+                prompt_key=p.prompt_key,
+                request_key=p.request.key,
+                text=row.text or "",
+                finish_reason=row.finish_reason,
+                tokens_in=row.tokens_in or 0,
+                tokens_out=row.tokens_out or 0,
+            ).to_row()
+        )
+    return out, missing
+
+
+class GenerateStage(Stage):
+    name = "generate"
+    Config = GenerateConfig
+    writes = "samples"
+    stage_id = "generate"
+
+    def run(self, ctx: Any, cfg: GenerateConfig) -> dict[str, Any]:
+        problems = ctx.problems()
+        planned = plan_requests(ctx, problems, cfg)
+        metrics = run_generation(ctx, planned, cfg.retry_failed)
+        samples, missing = collect_samples(ctx.ledger, planned)
+        ctx.write_samples(self.stage_id, samples)
+        return metrics | {
+            "samples": len(samples),
+            "missing": missing,
+            "tokens_in": sum(s["tokens_in"] for s in samples),
+            "tokens_out": sum(s["tokens_out"] for s in samples),
+        }
+
+
+def retry_failed_requests(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Re-send only the requests a run recorded as failed: its generate stages again, with ``retry_failed``."""
+    from mathforge.pipeline.context import RunContext
+    from mathforge.pipeline.recipe import load_recipe
+
+    path = Path(run_dir) / "recipe.yaml"
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: no recipe.yaml here; `mathforge retry` takes a run directory")
+    recipe = load_recipe(str(path))
+    ctx = RunContext(run_dir, teachers=recipe.teachers, seed=recipe.seed)
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for name, stage_id, cfg in recipe.stages:
+            if name == "generate":
+                stage = GenerateStage()
+                stage.stage_id = stage_id
+                out[stage_id] = stage.run(ctx, cfg.model_copy(update={"retry_failed": True}))
+    finally:
+        ctx.close()
+    return out

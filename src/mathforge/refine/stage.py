@@ -1,0 +1,98 @@
+"""The refine stage: judge → rewrite → re-verify rounds over the latest samples table.
+
+Writes ``<stage>.parquet`` (the best version of every input sample, as the next samples table) and
+``<stage>-rounds.parquet`` (every version of every round with its parent, scores, critique and outcome).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from pydantic import Field
+
+from mathforge.config import StrictModel
+from mathforge.errors import ConfigError
+from mathforge.pipeline.stages import Stage
+from mathforge.records import SAMPLE_SCHEMA
+from mathforge.refine.loop import EXTRA_COLUMNS, RefineResult, refine_samples
+from mathforge.refine.prompts import CRITERIA, Criterion
+from mathforge.store import read_rows, write_table
+
+
+class SamplingConfig(StrictModel):
+    temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(512, ge=1, description="most new tokens per reply")
+    stop: list[str] | None = Field(None, description="stop strings")
+
+
+class RefineConfig(StrictModel):
+    refiner: str | None = Field(None, description="teacher that rewrites samples (default: the recipe's first teacher)")
+    judge: str | None = Field(None, description="teacher that scores samples; may be the refiner (default: the refiner)")
+    critique: bool = Field(True, description="ask the judge for scores and a critique; false: repair wrong samples "
+                                             "with the verifier's hint alone")
+    criteria: list[Criterion] = Field(list(CRITERIA), min_length=1, description="criteria the judge scores, 1-10 each")
+    threshold: float = Field(8.0, ge=1, le=10, description="mean criterion score a sample needs to leave the loop")
+    max_rounds: int = Field(2, ge=0, description="most rewrite rounds per sample")
+    judge_attempts: int = Field(3, ge=1, description="tries for a valid judge reply (each with a new sample index) "
+                                                     "before a judge failure is recorded")
+    only_wrong: bool = Field(False, description="refine only samples the verifier marks wrong; keep the rest unjudged")
+    reveal_gold: bool = Field(False, description="tell the rewriter the gold answer (default: only that it is wrong)")
+    judge_sampling: SamplingConfig = Field(
+        SamplingConfig(temperature=0.3, max_tokens=256), description="sampling of judge replies"
+    )
+    rewrite_sampling: SamplingConfig = Field(SamplingConfig(), description="sampling of rewrites")
+    seed: int | None = Field(None, description="sampling seed (default: the recipe's seed)")
+    extractors: list[str] | None = Field(None, description="answer extractors for re-verification (default: verify's)")
+    retry_failed: bool = Field(False, description="re-send requests recorded as failed")
+
+
+def teachers_of(ctx: Any, cfg: RefineConfig) -> tuple[str, str]:
+    """(refiner, judge) teacher names, defaulting to the recipe's first teacher."""
+    if not ctx.teachers and not (cfg.refiner and cfg.judge):
+        raise ConfigError("refine: the recipe defines no teachers")
+    refiner = cfg.refiner or next(iter(ctx.teachers))
+    return refiner, cfg.judge or refiner
+
+
+def input_samples(ctx: Any, stage_id: str) -> list[dict[str, Any]]:
+    """The samples to refine; when the latest table is this stage's own output (a rerun), its round-0 inputs."""
+    rounds = ctx.path(f"{stage_id}-rounds.parquet")
+    if ctx.tables.get("samples") == f"{stage_id}.parquet" and rounds.exists():
+        return [
+            {k: v for k, v in row.items() if k not in EXTRA_COLUMNS}
+            for row in read_rows(rounds)
+            if row["lineage"] == row["id"]
+        ]
+    return ctx.samples()
+
+
+def refine_metrics(result: RefineResult) -> dict[str, Any]:
+    """Stage metrics: accepted before and after, per-round counts, outcomes and requests."""
+    originals = [v for v in result.versions if v["lineage"] == v["id"]]
+    return {
+        "samples": len(result.selected),
+        "accepted_before": sum(v.get("correct") is True for v in originals),
+        "accepted": sum(v.get("correct") is True for v in result.selected),
+        "improved": sum(v["round"] > 0 for v in result.selected),
+        "versions": len(result.versions),
+        "rounds": result.rounds,
+        "outcomes": dict(Counter(v["outcome"] for v in result.versions)),
+        "requests": result.usage,
+        "sent": sum(u["sent"] for u in result.usage.values()),
+    }
+
+
+class RefineStage(Stage):
+    name = "refine"
+    Config = RefineConfig
+    writes = "samples"
+    stage_id = "refine"
+
+    def run(self, ctx: Any, cfg: RefineConfig) -> dict[str, Any]:
+        refiner, judge = teachers_of(ctx, cfg)
+        result = refine_samples(ctx, input_samples(ctx, self.stage_id), cfg, refiner, judge)
+        write_table(ctx.path(f"{self.stage_id}-rounds.parquet"), result.versions, SAMPLE_SCHEMA)
+        ctx.write_samples(self.stage_id, result.selected)
+        return refine_metrics(result)

@@ -1,0 +1,36 @@
+"""The report stage of a recipe: write ``report/`` for this run (and any runs it is compared with)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from mathforge.config import StrictModel
+from mathforge.pipeline.stages import Stage
+from mathforge.report.build import build_report
+
+
+class ReportConfig(StrictModel):
+    """Where the report goes and what it is compared with."""
+
+    compare: list[str] = Field(default_factory=list, description="other run directories shown beside this one")
+    out_dir: str = Field("report", description="folder inside the run directory")
+    title: str | None = Field(None, description="page title (default: the run names)")
+    base: str | None = Field(None, description="model the eval deltas are measured against (default: each eval's)")
+
+
+class ReportStage(Stage):
+    name = "report"
+    Config = ReportConfig
+    writes = None
+    stage_id = "report"
+
+    def run(self, ctx: Any, cfg: ReportConfig) -> dict[str, Any]:
+        from mathforge.summary import build_summary, write_summary
+
+        # The summary of the stages so far, so this run's own numbers are in its report.
+        write_summary(ctx.run_dir, build_summary(ctx, wall=sum(m.get("seconds", 0.0) for m in ctx.metrics.values())))
+        out = ctx.path(cfg.out_dir)
+        metrics = build_report([ctx.run_dir, *cfg.compare], out, title=cfg.title, base=cfg.base)
+        return {"out_dir": str(out), "plots": len(metrics["plots"]), "eval_rows": len(metrics["eval"])}

@@ -1,0 +1,234 @@
+"""The request ledger: every model request by content key, with status, attempts, response, usage and error.
+
+The ledger is both the cache and the resume point. A response is committed the moment it arrives (SQLite in WAL
+mode), so a process killed at any instant loses at most the requests that were in flight. Keys hash what was sent
+(model, endpoint, messages, sampling parameters, sample index, seed) and never code, so editing a parser keeps every
+paid-for response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    key TEXT PRIMARY KEY,
+    teacher TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    text TEXT,
+    finish_reason TEXT,
+    tokens_in INTEGER,
+    tokens_out INTEGER,
+    response TEXT,
+    error TEXT,
+    latency REAL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_status ON requests(status);
+"""
+
+PENDING, OK, FAILED = "pending", "ok", "failed"
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the same request always hashes the same."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_key(
+    *,
+    model: str,
+    endpoint: str,
+    messages: Sequence[dict[str, str]],
+    params: dict[str, Any],
+    sample_index: int,
+) -> str:
+    """Content key of one request: sha256 over the canonical request (the seed lives in ``params``)."""
+    payload = {
+        "model": model,
+        "endpoint": endpoint,
+        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "params": {k: v for k, v in params.items() if v is not None},
+        "sample_index": sample_index,
+    }
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class LedgerRow:
+    key: str
+    teacher: str
+    model: str
+    request: dict[str, Any]
+    status: str
+    attempts: int
+    text: str | None
+    finish_reason: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    response: dict[str, Any] | None
+    error: str | None
+    latency: float | None
+
+
+_COLUMNS = "key, teacher, model, request, status, attempts, text, finish_reason, tokens_in, tokens_out, response, error, latency"
+
+
+def _row(t: tuple) -> LedgerRow:
+    return LedgerRow(
+        key=t[0], teacher=t[1], model=t[2], request=json.loads(t[3]), status=t[4], attempts=t[5], text=t[6],
+        finish_reason=t[7], tokens_in=t[8], tokens_out=t[9], response=json.loads(t[10]) if t[10] else None,
+        error=t[11], latency=t[12],
+    )
+
+
+class Ledger:
+    """SQLite (WAL) store of model requests; safe to share between threads of one process."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed transaction survives a process crash (SIGKILL); only an OS crash can lose
+        # the last commits, which are then simply re-sent.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------------------------
+    def register(self, items: Iterable[tuple[str, str, str, dict[str, Any]]]) -> None:
+        """Record requests (key, teacher, model, request) as pending unless already known."""
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO requests (key, teacher, model, request, status, created, updated) "
+                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                [(k, t, m, canonical_json(r), now, now) for k, t, m, r in items],
+            )
+            self._conn.execute("COMMIT")
+
+    def record_ok(
+        self,
+        key: str,
+        *,
+        text: str,
+        finish_reason: str | None,
+        tokens_in: int | None,
+        tokens_out: int | None,
+        response: dict[str, Any] | None = None,
+        latency: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        """Commit one response. A key already answered keeps its first response (exactly once)."""
+        self.record_ok_many([(key, text, finish_reason, tokens_in, tokens_out, response, latency, attempts)])
+
+    def record_ok_many(self, items: Sequence[tuple]) -> None:
+        """Commit many (key, text, finish_reason, tokens_in, tokens_out, response, latency, attempts) in one go."""
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "UPDATE requests SET status='ok', text=?, finish_reason=?, tokens_in=?, tokens_out=?, response=?, "
+                "latency=?, attempts=attempts+?, error=NULL, updated=? WHERE key=? AND status!='ok'",
+                [
+                    (text, fr, ti, to, canonical_json(resp) if resp else None, lat, att, now, key)
+                    for key, text, fr, ti, to, resp, lat, att in items
+                ],
+            )
+            self._conn.execute("COMMIT")
+
+    def record_failure(self, key: str, error: str, *, final: bool, attempts: int = 1) -> None:
+        """Note a failed attempt; ``final`` marks the request failed (re-sent only by ``mathforge retry``)."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE requests SET status=?, error=?, attempts=attempts+?, updated=? WHERE key=? AND status!='ok'",
+                (FAILED if final else PENDING, error, attempts, time.time(), key),
+            )
+
+    def reset_failed(self, keys: Iterable[str] | None = None) -> int:
+        """Mark failed requests pending again so the next run re-sends them; returns how many."""
+        with self._lock:
+            if keys is None:
+                cur = self._conn.execute("UPDATE requests SET status='pending' WHERE status='failed'")
+            else:
+                cur = self._conn.executemany(
+                    "UPDATE requests SET status='pending' WHERE status='failed' AND key=?", [(k,) for k in keys]
+                )
+            return cur.rowcount
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    def get(self, key: str) -> LedgerRow | None:
+        with self._lock:
+            t = self._conn.execute(f"SELECT {_COLUMNS} FROM requests WHERE key=?", (key,)).fetchone()
+        return _row(t) if t else None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, LedgerRow]:
+        out: dict[str, LedgerRow] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = list(keys[i : i + 500])
+                q = f"SELECT {_COLUMNS} FROM requests WHERE key IN ({','.join('?' * len(chunk))})"
+                for t in self._conn.execute(q, chunk):
+                    out[t[0]] = _row(t)
+        return out
+
+    def statuses(self, keys: Sequence[str]) -> dict[str, str]:
+        """Status of each known key (absent keys are not in the result)."""
+        out: dict[str, str] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = list(keys[i : i + 500])
+                q = f"SELECT key, status FROM requests WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update(dict(self._conn.execute(q, chunk).fetchall()))
+        return out
+
+    def rows(self, status: str | None = None, teacher: str | None = None) -> Iterator[LedgerRow]:
+        q, args = f"SELECT {_COLUMNS} FROM requests", []
+        cond = []
+        if status:
+            cond.append("status=?")
+            args.append(status)
+        if teacher:
+            cond.append("teacher=?")
+            args.append(teacher)
+        if cond:
+            q += " WHERE " + " AND ".join(cond)
+        with self._lock:
+            fetched = self._conn.execute(q, args).fetchall()
+        return (_row(t) for t in fetched)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT status, COUNT(*) FROM requests GROUP BY status").fetchall())
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        """Tokens and requests per teacher over answered requests."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT teacher, COUNT(*), COALESCE(SUM(tokens_in),0), COALESCE(SUM(tokens_out),0) "
+                "FROM requests WHERE status='ok' GROUP BY teacher"
+            ).fetchall()
+        return {t: {"requests": n, "tokens_in": ti, "tokens_out": to} for t, n, ti, to in rows}

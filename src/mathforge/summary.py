@@ -1,0 +1,62 @@
+"""The run summary: problems, samples, accepted, yield, tokens, tokens/s, wall time — as JSON and a printed table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def build_summary(ctx: Any, wall: float) -> dict[str, Any]:
+    m = ctx.metrics
+    gen = [v for k, v in m.items() if k.startswith("generate")]
+    problems = next((v["problems"] for k, v in m.items() if k.startswith("load")), None)
+    if problems is None and ctx.has("problems"):
+        problems = len(ctx.problems())
+    samples = sum(g.get("samples", 0) for g in gen)
+    accepted = None
+    for k, v in m.items():  # the last stage that states what it accepted wins
+        if "accepted" in v:
+            accepted = v["accepted"]
+        elif k.startswith("verify"):
+            accepted = v.get("correct")
+    new_tokens = sum(g.get("new_tokens_out", 0) for g in gen)
+    gen_seconds = sum(g.get("gen_seconds", 0.0) for g in gen)
+    return {
+        "run_dir": str(ctx.run_dir),
+        "problems": problems,
+        "samples": samples,
+        "accepted": accepted,
+        "yield": round(accepted / samples, 4) if accepted is not None and samples else None,
+        "tokens_in": sum(g.get("tokens_in", 0) for g in gen),
+        "tokens_out": sum(g.get("tokens_out", 0) for g in gen),
+        "requests_sent": sum(g.get("sent", 0) for g in gen),
+        "requests_cached": sum(g.get("cached", 0) for g in gen),
+        "tokens_per_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
+        "wall_seconds": round(wall, 2),
+        "stages": m,
+    }
+
+
+def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
+    Path(run_dir, "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    t = Table(title=f"mathforge run: {summary['run_dir']}", show_header=True)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    fmt = {
+        "yield": lambda v: f"{v:.1%}",
+        "tokens_per_s": lambda v: f"{v:,.1f}",
+        "wall_seconds": lambda v: f"{v:,.1f} s",
+    }
+    for key in ("problems", "samples", "accepted", "yield", "tokens_in", "tokens_out", "requests_sent",
+                "requests_cached", "tokens_per_s", "wall_seconds"):
+        v = summary.get(key)
+        t.add_row(key.replace("_", " "), "-" if v is None else fmt.get(key, lambda x: f"{x:,}")(v))
+    console.print(t)

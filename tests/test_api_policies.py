@@ -1,0 +1,132 @@
+"""The engine's policies on their own: concurrency control, rate buckets, learned timeouts, backoff, redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from mathforge.engine import AdaptiveConcurrency, ApiError, LatencyTimeout, RateLimiter, RetryPolicy
+from mathforge.engine.retry import parse_duration, redact, retry_after
+
+
+def test_concurrency_slow_start_grows_only_when_the_limit_binds():
+    c = AdaptiveConcurrency(cap=64, initial=4)
+    c.in_use = 1
+    c.on_success(1.0)
+    assert c.limit == 4  # not using the slots we have: no reason to grow
+    for _ in range(4):  # a round trip with every slot busy
+        c.in_use = int(c.limit)
+        c.on_success(1.0)
+    assert c.limit == 8  # doubles per round trip
+    c.in_use = 64
+    for _ in range(500):
+        c.on_success(1.0)
+    assert c.limit == 64  # never past the cap
+
+
+def test_concurrency_halves_on_overload_then_grows_by_one_per_round_trip():
+    c = AdaptiveConcurrency(cap=100)
+    c.on_overload()
+    assert c.limit == 50 and not c.slow_start
+    c.on_overload()  # within the same round trip: the requests in flight were sent under the old limit
+    assert c.limit == 50
+    c.in_use = 50
+    for _ in range(50):
+        c.on_success(1.0)
+    assert 50.9 < c.limit < 51.1
+
+
+def test_concurrency_backs_off_when_latency_rises():
+    c = AdaptiveConcurrency(cap=100, window=10)
+    for _ in range(10):
+        c.on_success(1.0)
+    c._last_decrease = 0.0
+    for _ in range(10):
+        c.on_success(3.0)
+    assert c.limit == 80
+
+
+def test_concurrency_semaphore_admits_at_most_the_limit():
+    async def main() -> int:
+        c = AdaptiveConcurrency(cap=3)
+        peak = 0
+
+        async def worker() -> None:
+            nonlocal peak
+            await c.acquire()
+            peak = max(peak, c.in_use)
+            await asyncio.sleep(0.01)
+            c.release()
+
+        await asyncio.gather(*[worker() for _ in range(20)])
+        assert c.in_use == 0
+        return peak
+
+    assert asyncio.run(main()) == 3
+
+
+def test_rate_limiter_paces_requests_at_the_rpm():
+    async def main() -> float:
+        limiter = RateLimiter(rpm=600)  # 10 a second, 5 in the burst
+        t0 = time.monotonic()
+        for _ in range(15):
+            await limiter.acquire(1)
+        return time.monotonic() - t0
+
+    assert 0.9 < asyncio.run(main()) < 1.5
+
+
+def test_token_estimate_learns_completion_length_and_is_corrected_from_usage():
+    limiter = RateLimiter(tpm=60_000)
+    assert limiter.estimate(400, max_tokens=512) == 100 + 4 + 512  # before any answer: the cap
+    level = limiter.tokens.level
+    limiter.settle(reserved=616, used=300, completion_per_sample=196)
+    assert limiter.tokens.level == level + 316  # refunded what the request did not use
+    assert limiter.estimate(400, max_tokens=512) == 100 + 4 + 196
+
+
+def test_headers_tighten_the_limits():
+    limiter = RateLimiter(rpm=10_000)
+    limiter.observe_headers({"x-ratelimit-limit-requests": "3000", "x-ratelimit-limit-tokens": "150000",
+                             "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20ms"})
+    assert limiter.requests.per_minute == 3000 and limiter.tokens.per_minute == 150_000
+    assert limiter.requests.level <= 0  # no burst while the server says none is left
+    limiter.observe_headers({"x-ratelimit-limit-requests": "5000"})
+    assert limiter.requests.per_minute == 3000  # headers only ever tighten a configured limit
+
+
+def test_learned_timeout():
+    t = LatencyTimeout(ceiling=60, multiplier=2.0, floor=1.0, min_samples=20)
+    assert t.base() == 60  # nothing learned yet
+    for i in range(100):
+        t.observe(2.0 + i / 100)
+    assert 5.9 < t.base() < 6.0  # 2 x p99
+    assert t.for_attempt(1) == 2 * t.base() and t.for_attempt(10) == 60
+
+
+def test_retry_policy_actions_and_backoff():
+    p = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=4)
+    for status in (408, 409, 429, 500, 502, 503, 529):
+        assert p.action(ApiError("status", "x", status)) == "retry"
+    for status in (401, 403, 404):
+        assert p.action(ApiError("status", "x", status)) == "abort"
+    assert p.action(ApiError("status", "x", 400)) == "fail"
+    assert p.action(ApiError("connection", "reset")) == "retry"
+    rng = random.Random(0)
+    delays = [p.delay(a, rng=rng) for a in range(1, 8)]
+    assert all(0.25 <= d <= 4 for d in delays) and delays[-1] >= 2
+    assert p.delay(1, ApiError("status", "x", 429, retry_after=7.0)) == 7.0
+
+
+def test_retry_after_and_durations():
+    assert retry_after({"retry-after-ms": "250"}) == 0.25
+    assert retry_after({"retry-after": "3"}) == 3.0
+    assert retry_after({}) is None
+    assert parse_duration("6m0s") == 360 and parse_duration("20ms") == 0.02 and parse_duration("1.5s") == 1.5
+
+
+def test_redact_removes_keys():
+    key = "sk-proj-abcdefghijklmnop"
+    text = redact(f"Incorrect API key provided: {key}; also sk-ab***mnop and AIzaSyD-123456", [key])
+    assert key not in text and "mnop" not in text and "AIza" not in text

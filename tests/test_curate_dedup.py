@@ -1,0 +1,115 @@
+"""Dedup (exact, MinHash LSH) and benchmark decontamination (word n-gram index through the loaders)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from datasketch import MinHash
+
+from mathforge.curate.decontam import BenchmarkIndex, BenchmarkRef, DecontamConfig, build_index
+from mathforge.curate.dedup import (
+    cluster_stats,
+    exact_duplicates,
+    near_duplicates,
+    shingle_hashes,
+    signatures,
+)
+from mathforge.curate.ngrams import ngram_hashes, token_ids, tokenize
+from mathforge.errors import ConfigError
+from mathforge.records import Problem
+
+SOLUTION = ("Natalia sold 48/2 = 24 clips in May. Natalia sold 48 + 24 = 72 clips altogether in April and May "
+            "because she sold half as many in May as she did in April, and she was very happy about it.")
+
+
+def test_tokenize_and_ngrams_stay_inside_each_text():
+    tokens = tokenize(["The cat, the HAT!", "", "ünïcode wörds 42"])
+    assert tokens.words(0) == ["the", "cat", "the", "hat"]
+    assert tokens.words(1) == [] and tokens.words(2) == ["ünïcode", "wörds", "42"]
+    ids = token_ids(tokens)
+    h, doc, start = ngram_hashes(ids, tokens.offsets, 3)
+    assert list(doc) == [0, 0, 2] and list(start) == [0, 1, 0]
+    assert h[0] != h[1]  # "the cat the" vs "cat the hat"
+    ids[1] = -1  # an unknown token breaks every n-gram that contains it
+    assert list(ngram_hashes(ids, tokens.offsets, 3)[1]) == [2]
+
+
+def test_signatures_equal_datasketch_minhash():
+    texts = [SOLUTION, "a b", "", "one two three four"]
+    hashes, offsets = shingle_hashes(tokenize(texts), 3)
+    sigs = signatures(texts, shingle=3, num_perm=64, seed=7)
+    for i in range(len(texts)):
+        m = MinHash(num_perm=64, seed=7, hashfunc=lambda x: x)
+        m.update_batch([int(x) for x in hashes[offsets[i] : offsets[i + 1]]])
+        assert np.array_equal(m.hashvalues, sigs[i]), i
+    assert offsets[2] == offsets[3]  # the empty text has no shingles and keeps the empty signature
+
+
+def test_exact_duplicates_ignore_case_and_spacing_within_groups():
+    texts = ["A  b c", "a b c", "a b c", "other", "a b c"]
+    assert exact_duplicates(texts) == [None, 0, 0, None, 0]
+    assert exact_duplicates(texts, groups=["p", "p", "q", "q", "q"]) == [None, 0, None, None, 2]
+    assert exact_duplicates(texts, skip=[True, False, False, False, False]) == [None, None, 1, None, 1]
+
+
+def test_near_duplicates_found_and_unrelated_texts_kept():
+    edited = SOLUTION.replace("very happy", "quite happy")
+    other = "Weng earns 12/60 = 0.2 dollars per minute, so for 50 minutes of babysitting she earned 0.2 x 50 = 10."
+    texts = [SOLUTION, other, edited, SOLUTION + " Done."]
+    found = near_duplicates(signatures(texts), 0.8)
+    assert found[0] is None and found[1] is None
+    assert found[2][0] == 0 and found[2][1] >= 0.8
+    assert found[3][0] == 0
+    assert cluster_stats([h and h[0] for h in found]) == {"clusters": 1, "largest": 3, "duplicates": 2}
+    in_groups = near_duplicates(signatures(texts), 0.8, groups=["p", "p", "q", "p"])
+    assert in_groups[2] is None and in_groups[3][0] == 0
+
+
+def _bench() -> list[tuple[str, Problem]]:
+    return [
+        ("gsm8k", Problem("gsm8k/test/0", "Janet's ducks lay 16 eggs per day. She eats three for breakfast every "
+                          "morning and bakes muffins for her friends every day with four. How much does she make?",
+                          "18", "Janet sells 16 - 3 - 4 = 9 duck eggs a day. She makes 9 * 2 = $18 every day at the "
+                          "farmer's market.\n#### 18")),
+        ("math", Problem("math/test/1", "Compute $\\dbinom{8}{6}$.", "28")),
+        ("math", Problem("math/test/2", "What is the sum of all the roots of x^2 - 5x + 6?", "5")),
+    ]
+
+
+def test_index_finds_verbatim_and_lightly_edited_leaks_with_item_and_ngram():
+    index = BenchmarkIndex.build(_bench(), n=13, min_tokens=8)
+    verbatim = "JANET'S ducks lay 16 eggs per day.  She eats three for breakfast every morning and bakes muffins " \
+               "for her friends every day with four. How much does she make?"
+    edited = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for " \
+             "her neighbours every day with four. How much money does she make?"
+    hits = index.find([verbatim, edited, "Tom has 3 apples and buys 4 more. How many apples?"], whole=True)
+    assert hits[0].benchmark == "gsm8k" and hits[0].item_id == "gsm8k/test/0" and hits[0].field == "question"
+    assert hits[0].ngram == "janet s ducks lay 16 eggs per day she eats three for breakfast"
+    assert hits[1].item_id == "gsm8k/test/0"
+    assert hits[2] is None
+    assert "gsm8k gsm8k/test/0 (question)" in hits[1].reason("problem")
+
+
+def test_index_matches_solutions_and_short_items():
+    index = BenchmarkIndex.build(_bench(), n=13, min_tokens=8)
+    copied = "So she sells 16 - 3 - 4 = 9 duck eggs a day. She makes 9 * 2 = $18 every day at the market."
+    short_inside = "Quick one: what is the sum of all the roots of x^2 - 5x + 6? Explain."
+    hits = index.find([copied, short_inside, "Compute $\\dbinom{8}{6}$.", "Compute $\\dbinom{8}{6}$ twice."],
+                      whole=True)
+    assert hits[0].field == "solution" and hits[0].item_id == "gsm8k/test/0"
+    assert hits[1].item_id == "math/test/2"  # 11 words < 13: indexed whole, found inside a longer text
+    assert hits[2].item_id == "math/test/1"  # 4 words: only an exact whole match
+    assert hits[3] is None
+    assert BenchmarkIndex.build(_bench(), fields=["question"]).find([copied]) == [None]
+
+
+def test_index_loads_benchmarks_through_the_loaders(tmp_path):
+    path = tmp_path / "test.jsonl"
+    rows = [{"question": q.question, "answer": q.solution} for _, q in _bench()[:1]]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    index = build_index(DecontamConfig(benchmarks=[BenchmarkRef(name="gsm8k", path=str(tmp_path))]))
+    assert index.sizes == {"gsm8k": 1} and len(index) == 2
+    with pytest.raises(ConfigError, match="decontamination benchmark 'gsm8k'"):
+        build_index(DecontamConfig(benchmarks=[BenchmarkRef(name="gsm8k", path=str(tmp_path / "nope"))]))
