@@ -315,10 +315,4 @@ if __name__ == "__main__":
     ap.add_argument("--port-file", type=Path, required=True)
     ap.add_argument("--lifetime", type=float, default=900.0, help="seconds before the server stops by itself")
     args = ap.parse_args()
-    try:
-        import uvloop  # type: ignore
-
-        uvloop.install()
-    except ImportError:
-        pass
     asyncio.run(_serve(args.port_file, args.lifetime))

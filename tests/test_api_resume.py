@@ -136,3 +136,30 @@ def test_retry_command_resends_only_failed(server, tmp_path):
     assert pq.read_table(tmp_path / "run" / "generate.parquet").num_rows == 12
     saved = (tmp_path / "run" / "recipe.yaml").read_text()
     assert KEY not in saved and "RESUME_TEST_KEY" in saved
+
+
+def test_bundled_openai_recipe_validates():
+    recipe = load_recipe("openai-teachers")
+    assert {t.backend for t in recipe.teachers.values()} == {"openai"}
+    assert recipe.teachers["qwen-local"].api_key_env is None and recipe.teachers["gpt4o-mini"].n_per_request == 4
+    generate = next(cfg for name, _, cfg in recipe.stages if name == "generate")
+    assert set(generate.teachers) <= set(recipe.teachers) and len(generate.teachers) == 2
+
+
+def test_teachers_run_at_once_each_under_its_own_limit(server, tmp_path):
+    fake = server.configure(ServerConfig(base_latency=0.05, per_token=0.0, min_completion=10, max_completion=20))
+    teachers = {name: {"backend": "openai", "model": name, "base_url": server.url, "api_key_env": "RESUME_TEST_KEY",
+                       "rpm": rpm} for name, rpm in (("slow", 600), ("fast", 2400))}
+    recipe = {"name": "two", "teachers": teachers, "stages": [{"generate": {"k": 2, "max_tokens": 32}}]}
+    (tmp_path / "two.yaml").write_text(json.dumps(recipe))
+    parsed = load_recipe(str(tmp_path / "two.yaml"))
+    ctx = RunContext(tmp_path / "run", teachers=parsed.teachers)
+    ctx.write_problems("problems", [Problem(f"p{i}", f"What is {i} + 2?", str(i + 2)) for i in range(15)])
+    try:
+        m = GenerateStage().run(ctx, GenerateConfig(k=2, max_tokens=32))
+    finally:
+        ctx.close()
+    slow, fast = m["teachers"]["slow"], m["teachers"]["fast"]
+    assert slow["done"] == fast["done"] == 30 and fake.total == 60 and fake.status.get(429, 0) == 0
+    # 30 requests at 10/s (after a 5-request burst) take ~2.5 s; at 40/s under 1 s: both ran, each at its own pace
+    assert slow["ex_per_min"] < 900 < fast["ex_per_min"]

@@ -10,13 +10,16 @@ from datasketch import MinHash
 
 from mathforge.curate.decontam import BenchmarkIndex, BenchmarkRef, DecontamConfig, build_index
 from mathforge.curate.dedup import (
+    cluster_roots,
     cluster_stats,
     exact_duplicates,
     near_duplicates,
     shingle_hashes,
     signatures,
 )
-from mathforge.curate.ngrams import ngram_hashes, token_ids, tokenize
+import pyarrow.compute as pc
+
+from mathforge.curate.ngrams import content_ids, ngram_hashes, token_ids, tokenize
 from mathforge.errors import ConfigError
 from mathforge.records import Problem
 
@@ -28,12 +31,14 @@ def test_tokenize_and_ngrams_stay_inside_each_text():
     tokens = tokenize(["The cat, the HAT!", "", "ünïcode wörds 42"])
     assert tokens.words(0) == ["the", "cat", "the", "hat"]
     assert tokens.words(1) == [] and tokens.words(2) == ["ünïcode", "wörds", "42"]
-    ids = token_ids(tokens)
+    ids = token_ids(tokens, pc.unique(tokens.flat))
     h, doc, start = ngram_hashes(ids, tokens.offsets, 3)
     assert list(doc) == [0, 0, 2] and list(start) == [0, 1, 0]
     assert h[0] != h[1]  # "the cat the" vs "cat the hat"
     ids[1] = -1  # an unknown token breaks every n-gram that contains it
     assert list(ngram_hashes(ids, tokens.offsets, 3)[1]) == [2]
+    picked = tokens.select(np.array([2, 0]))
+    assert picked.words(0) == ["ünïcode", "wörds", "42"] and picked.words(1) == ["the", "cat", "the", "hat"]
 
 
 def test_signatures_equal_datasketch_minhash():
@@ -45,6 +50,9 @@ def test_signatures_equal_datasketch_minhash():
         m.update_batch([int(x) for x in hashes[offsets[i] : offsets[i + 1]]])
         assert np.array_equal(m.hashvalues, sigs[i]), i
     assert offsets[2] == offsets[3]  # the empty text has no shingles and keeps the empty signature
+    # signatures depend on the text only, not on the batch it was computed in
+    assert np.array_equal(signatures(["zzz " + SOLUTION, SOLUTION], num_perm=64, seed=7)[1], sigs[0])
+    assert np.array_equal(content_ids(tokenize(["b a"])), content_ids(tokenize(["x a b"]))[[2, 1]])
 
 
 def test_exact_duplicates_ignore_case_and_spacing_within_groups():
@@ -113,3 +121,16 @@ def test_index_loads_benchmarks_through_the_loaders(tmp_path):
     assert index.sizes == {"gsm8k": 1} and len(index) == 2
     with pytest.raises(ConfigError, match="decontamination benchmark 'gsm8k'"):
         build_index(DecontamConfig(benchmarks=[BenchmarkRef(name="gsm8k", path=str(tmp_path / "nope"))]))
+
+
+def test_near_duplicate_clusters_are_connected_components():
+    words = [f"w{i}" for i in range(100)]
+    start, end = [f"x{i}" for i in range(8)], [f"y{i}" for i in range(8)]
+    a = " ".join(words)
+    b = " ".join(start + words[8:])  # 8 words changed at the start: Jaccard 0.85 with a
+    c = " ".join(start + words[8:-8] + end)  # and 8 at the end: 0.85 with b, 0.72 with a
+    sigs = signatures([a, b, c], num_perm=512)  # tight estimates: ~0.02 standard error
+    assert (sigs[0] == sigs[2]).mean() < 0.8 <= (sigs[1] == sigs[2]).mean()
+    found = near_duplicates(sigs, 0.8)
+    assert found[1][0] == 0 and found[2][0] == 1
+    assert cluster_roots([h and h[0] for h in found]) == [0, 0, 0]

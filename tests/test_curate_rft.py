@@ -108,3 +108,13 @@ def test_solutions_without_equations_fall_back_to_ngram_similarity():
 def test_disabled_rft_keeps_everything():
     rows = [_row(0, "1+1=<<1+1=2>>2"), _row(1, "1+1=<<1+1=2>>2")]
     assert select_paths(rows, RFTConfig(enabled=False)) == (rows, [])
+
+
+def test_equation_scan_stays_fast_on_pathological_text():
+    import time
+
+    nasty = ("1 + 2 * 3 - 4 / 5 " * 4000) + "\n" + ("12,345,678.9 " * 5000) + "= " + "(" * 3000 + "1" + ")" * 3000
+    t = time.perf_counter()
+    extract_equations(nasty)
+    wrong_step(extract_equations("<<" + "9*" * 60 + "9=1>> " * 50))
+    assert time.perf_counter() - t < 2.0

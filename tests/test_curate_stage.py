@@ -23,7 +23,8 @@ Q2 = "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes
 SOL1 = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether.\n#### 72"
 SOL1B = "In May she sold 48/2=<<48/2=24>>24.\nSo in total she sold 48+24=<<48+24=72>>72 clips.\n#### 72"
 SOL1C = "Both months: 48 * 1.5 = <<48*1.5=72>>72 clips in all, since May was half of April.\n#### 72"
-SOL2 = "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $<<0.2*50=10>>10.\n#### 10"
+SOL2 = ("Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\n"
+        "Working 50 minutes, she earned 0.2 x 50 = $<<0.2*50=10>>10.\n#### 10")
 
 
 def sample(i, pid, question, text, *, correct=True, teacher="t1", finish="stop", extracted="x"):

@@ -79,3 +79,19 @@ def test_eval_with_adapter_has_its_own_ledger_identity_and_a_delta(tmp_path, smo
     assert doc["generation"]["sent"] == 2 and len(keys) == 2
     table = (tmp_path / "run" / "eval" / "table.md").read_text()
     assert "| smollm2+adapter | gsm8k | 1 |" in table and "| base |" in table
+
+
+@pytest.mark.gpu
+def test_eval_on_cuda_batched_and_one_at_a_time(tmp_path):
+    """On a GPU: the eval runs on CUDA batched and with batch size 1, same requests and model identity."""
+    from mathforge.evaluate import EvalConfig, run_eval
+    from mathforge.pipeline.context import RunContext
+
+    cfg = EvalConfig(models={"gpu": {"backend": "local", "model": "smollm2", "device": "cuda", "batch_size": 64}},
+                     benchmarks=[{"name": "gsm8k", "path": str(FIXTURES / "gsm8k")}], max_tokens=64)
+    batched = run_eval(RunContext(tmp_path / "batched"), cfg, tmp_path / "batched" / "eval")
+    one = cfg.model_copy(update={"models": {"gpu": {**cfg.models["gpu"], "batch_size": 1}}})
+    single = run_eval(RunContext(tmp_path / "single"), one, tmp_path / "single" / "eval")
+    assert batched["models"]["gpu"]["model"] == single["models"]["gpu"]["model"]
+    assert batched["generation"]["sent"] == single["generation"]["sent"] == 2
+    assert batched["results"][0]["problems"] == 2 and "greedy" in batched["results"][0]["metrics"]

@@ -134,3 +134,25 @@ def test_verifier_only_repair_needs_no_judge(tmp_path, critique):
         assert server.count("strict grader") == 0
         assert server.count("earlier attempt") == 1  # only the wrong sample
         assert metrics["rounds"][1]["fixed"] == 1 and metrics["accepted"] == 5
+
+
+def test_cli_refines_a_samples_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from mathforge.cli.main import app
+
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("\n".join(
+        json.dumps(Sample(id=f"p1#t#{i}", problem_id="p1", question=QUESTION, gold="7", teacher="t", model="m",
+                          sample_index=i, prompt_key="cot", request_key=f"k{i}", text=TEXTS[m]).to_row())
+        for i, m in enumerate(["CHARLIE", "DELTA"])
+    ))
+    with ScriptedServer(rules()) as server:
+        args = ["refine", str(samples), "-o", str(tmp_path / "out"), "--backend", "openai", "--model", "scripted",
+                "--base-url", server.url, "--keyless", "--rounds", "1"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "2 of 2 samples correct after refinement (was 1)" in result.output
+        assert "refine rounds" in result.output and len(server.requests) == 4
+    rounds = pq.read_table(tmp_path / "out" / "refine-rounds.parquet").to_pylist()
+    assert {r["text"].split(":")[0] for r in rounds} == {"CHARLIE", "DELTA", "CHARLIE-FIXED"}

@@ -15,13 +15,13 @@ OUTCOMES = {"passed", "rewritten", "max-rounds", "unjudged", "unverified", "rewr
 def recipe(data: str) -> dict:
     return {
         "name": "refine-tiny",
-        "teachers": {"smollm2": {"backend": "local", "model": "smollm2", "batch_size": 8}},
+        "teachers": {"smollm2": {"backend": "local", "model": "smollm2", "batch_size": 8, "threads": 1}},
         "stages": [
             {"load": {"dataset": "gsm8k", "path": data}},
-            {"generate": {"k": 2, "max_tokens": 24, "temperature": 0.7}},
+            {"generate": {"k": 1, "max_tokens": 16, "temperature": 0.7}},
             {"verify": {}},
-            {"refine": {"max_rounds": 1, "judge_attempts": 2, "judge_sampling": {"max_tokens": 24},
-                        "rewrite_sampling": {"max_tokens": 24}}},
+            {"refine": {"max_rounds": 1, "judge_attempts": 1, "judge_sampling": {"max_tokens": 16},
+                        "rewrite_sampling": {"max_tokens": 16}}},
         ],
     }
 
@@ -38,17 +38,17 @@ def test_refine_recipe_with_smollm2(tmp_path, smollm2_backend):
     m = summary["stages"]["refine"]
     selected = pq.read_table(run / "refine.parquet").to_pylist()
     versions = pq.read_table(run / "refine-rounds.parquet").to_pylist()
-    assert len(selected) == m["samples"] == 4 and summary["accepted"] == m["accepted"]
+    assert len(selected) == m["samples"] == 2 and summary["accepted"] == m["accepted"]
     assert {v["outcome"] for v in versions} <= OUTCOMES
     ids = {v["id"] for v in versions}
     for v in versions:
         assert v["round"] in (0, 1) and (v["parent"] is None) == (v["round"] == 0)
         assert v["parent"] is None or v["parent"] in ids
-        assert v["judge_attempts"] in (1, 2) and (v["score"] is None) == (v["judge_error"] is not None)
-        assert v["round"] == 0 or (v["tokens_out"] <= 24 and v["method"])  # rewrites are re-verified
+        assert v["judge_attempts"] == 1 and (v["score"] is None) == (v["judge_error"] is not None)
+        assert v["round"] == 0 or (v["tokens_out"] <= 16 and v["method"])  # rewrites are re-verified
     # a 135M model rarely writes valid judge JSON: those replies become recorded failures, never a crash
-    assert m["rounds"][0]["versions"] == 4 and m["requests"]["judge"]["requests"] >= 4
-    assert sum(v["selected"] for v in versions) == 4
+    assert m["rounds"][0]["versions"] == 2 and m["requests"]["judge"]["requests"] >= 2
+    assert sum(v["selected"] for v in versions) == 2
 
     again = run_recipe(parse_recipe(recipe(str(data))), run)
     assert again["requests_sent"] == 0 and again["stages"]["refine"]["sent"] == 0

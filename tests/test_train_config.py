@@ -11,7 +11,7 @@ from mathforge.errors import ConfigError, DataError
 from mathforge.records import Problem
 from mathforge.train.config import TrainConfig
 from mathforge.train.data import fingerprint, load_splits, locate, to_prompt_completion
-from mathforge.train.reference import ReferenceSFTConfig, reference_rows, reference_text
+from mathforge.train.reference import ReferenceSFTConfig, reference_samples, reference_text
 
 
 def chat(q: str, a: str) -> dict:
@@ -91,18 +91,38 @@ def test_prompt_completion_split_and_fingerprint():
     assert fingerprint({"train": [row]}) != fingerprint({"train": [chat("q", "b")]})
 
 
-def test_reference_rows_reshape_gsm8k_solutions():
+def test_reference_samples_reshape_gsm8k_solutions(tmp_path):
+    from mathforge.export import export
+
     sol = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+24 = <<48+24=72>>72.\n#### 72"
-    probs = [Problem("g/0", "How many clips?", "72", sol, "gsm8k"), Problem("g/1", "No reference?", "1")]
-    cfg = ReferenceSFTConfig(system_prompt="Be careful.")
-    rows, rejected = reference_rows(probs, cfg)
-    assert rows[0]["messages"][0] == {"role": "system", "content": "Be careful."}
-    assert rows[0]["messages"][-1]["content"] == (
-        "Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 72.\nThe answer is 72.")
-    assert rows[0]["teacher"] == "reference" and rows[0]["problem_id"] == "g/0"
+    probs = [Problem(f"g/{i}", f"How many clips {i}?", "72", sol, "gsm8k") for i in range(4)]
+    probs.append(Problem("g/9", "No reference?", "1"))
+    cfg = validate(ReferenceSFTConfig, {"export": {"system_prompt": "Be careful.", "validation_fraction": 0.25,
+                                                   "formats": ["jsonl"]}}, "test")
+    samples, rejected = reference_samples(probs, cfg)
+    assert samples[0]["text"] == "Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 72.\nThe answer is 72."
     assert [reason for _, reason in rejected] == ["no reference solution"]
-    verbatim = ReferenceSFTConfig(strip_calculator=False, final_answer=None)
-    assert reference_text(probs[0], verbatim) == sol
+    assert reference_text(probs[0], ReferenceSFTConfig(strip_calculator=False, final_answer=None)) == sol
+
+    export(samples, tmp_path / "run" / "export", cfg.export)  # what the stage does with them
+    splits = load_splits(tmp_path / "run")
+    assert (len(splits["train"]), len(splits["validation"])) == (3, 1)
+    assert splits["train"][0]["messages"][0] == {"role": "system", "content": "Be careful."}
+
+
+def test_export_layout_is_found_with_its_splits(tmp_path):
+    from mathforge.export import ExportConfig, export
+
+    samples = [{"id": f"s{i}", "problem_id": f"p{i}", "question": f"q{i}", "text": f"a{i}", "teacher": "t",
+                "model": "m", "correct": True} for i in range(10)]
+    for formats, expect in ((["jsonl"], "chat"), (["parquet"], "chat"), (["dataset"], "dataset")):
+        out = tmp_path / "-".join(formats)
+        export(samples, out / "export", ExportConfig(formats=formats, validation_fraction=0.2, card=False))
+        assert expect in str(next(iter(locate(out).values())))
+        splits = load_splits(out)
+        assert (len(splits["train"]), len(splits["validation"])) == (8, 2)
+    flat = load_splits(tmp_path / "jsonl" / "export" / "sft.jsonl")  # one file, split column honoured
+    assert (len(flat["train"]), len(flat["validation"])) == (8, 2)
 
 
 @pytest.mark.parametrize("name", ["distill-gsm8k", "distill-gsm8k-control", "distill-smoke"])
@@ -111,7 +131,7 @@ def test_bundled_recipes_validate(name):
 
     recipe = load_recipe(name)
     stages = {n: cfg for n, _, cfg in recipe.stages}
-    assert "train" in stages and "eval" in stages
+    assert {"train", "eval", "report"} <= set(stages)
     assert stages["train"].method in ("lora", "qlora")
 
 

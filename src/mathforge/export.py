@@ -179,8 +179,9 @@ def dataset_card(accepted: list[dict[str, Any]], counts: dict[str, dict[str, int
              "mathforge (filters, benchmark decontamination, dedup, RFT distinct paths).", ""]
     lines += ["## Contents", "", "| split | rows | problems |", "|---|---:|---:|"]
     lines += [f"| {sp} | {c['rows']:,} | {c['problems']:,} |" for sp, c in counts.items()]
+    seed = cfg.seed if cfg.seed is not None else provenance.get("seed", 0)
     lines += ["", f"Styles: {', '.join(cfg.styles)}. Formats: {', '.join(cfg.formats)}. The split is by problem "
-              f"({cfg.validation_fraction:.0%} of problems held out, seed {cfg.seed if cfg.seed is not None else provenance.get('seed', 0)}).", ""]
+              f"({cfg.validation_fraction:.0%} of problems held out, seed {seed}).", ""]
     teachers = Counter((s.get("teacher"), s.get("model")) for s in accepted)
     lines += ["## Teachers", "", "| teacher | model | rows |", "|---|---|---:|"]
     lines += [f"| {t} | {m} | {n:,} |" for (t, m), n in sorted(teachers.items(), key=lambda x: -x[1])]

@@ -76,6 +76,12 @@ class OpenAIBackend(Backend):
             raise BackendError(f"teacher {self.name}: environment variable {env} is not set (it holds the API key)")
         return key
 
+    def prepare(self) -> None:
+        """Check the key is set and import the HTTP stack now, so neither delays the first request."""
+        self._key = self.api_key()
+        import httpx2  # noqa: F401
+        import openai  # noqa: F401
+
     def generate(self, requests: Sequence[GenRequest], sink: ResultSink) -> None:
         if not requests:
             return

@@ -29,7 +29,8 @@ def open_run(source: Path, out: Optional[Path], suffix: str) -> Any:
 
     if source.is_dir() and (source / "state.json").exists():
         if out is not None:
-            raise typer.BadParameter("--out is for a samples file; a run directory is curated in place", param_hint="--out")
+            raise typer.BadParameter("--out is for a samples file; a run directory is curated in place",
+                                     param_hint="--out")
         return RunContext(source)
     rows = read_samples(source)
     ctx = RunContext(out or source.with_name(f"{source.stem}-{suffix}"))
@@ -40,7 +41,9 @@ def open_run(source: Path, out: Optional[Path], suffix: str) -> Any:
 @app.command()
 def curate(
     source: Path = typer.Argument(..., help="run directory, or a samples .parquet/.jsonl file"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder for a samples file (default <stem>-curated)"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="output folder for a samples file (default <stem>-curated)"
+    ),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the curate stage's config"),
     pool: Optional[list[str]] = typer.Option(None, "--pool", help="another run's samples to pool; repeatable"),
     benchmark: Optional[list[str]] = typer.Option(

@@ -16,14 +16,18 @@ def export(
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="export folder (default: <run>/export, or <stem>-export beside a samples file)"
     ),
-    style: Optional[list[str]] = typer.Option(None, "--style", help="chat and/or completion; repeatable (default both)"),
+    style: Optional[list[str]] = typer.Option(
+        None, "--style", help="chat and/or completion; repeatable (default both)"
+    ),
     fmt: Optional[list[str]] = typer.Option(
         None, "--format", "-f", help="jsonl, parquet and/or dataset; repeatable (default all three)"
     ),
     system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="system message of every chat"),
     validation: Optional[float] = typer.Option(None, "--validation", help="share of problems held out (default 0.05)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="seed of the train/validation split"),
-    include_incorrect: bool = typer.Option(False, "--include-incorrect", help="also export unverified/incorrect samples"),
+    include_incorrect: bool = typer.Option(
+        False, "--include-incorrect", help="also export unverified and incorrect samples"
+    ),
     push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="hub dataset repo (user/name) to upload to"),
     public: bool = typer.Option(False, "--public", help="create the hub repo public (default private)"),
 ) -> None:

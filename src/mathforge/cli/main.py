@@ -64,6 +64,8 @@ def _mount(name: str, module: str) -> None:
 for _name, _module in [
     ("datasets", "mathforge.cli.datasets"),
     ("verify", "mathforge.cli.verify"),
+    ("refine", "mathforge.cli.refine"),
+    ("synthesize", "mathforge.cli.synthesize"),
     ("curate", "mathforge.cli.curate"),
     ("export", "mathforge.cli.export"),
     ("retry", "mathforge.cli.retry"),

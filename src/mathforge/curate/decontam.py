@@ -22,6 +22,7 @@ from mathforge.errors import ConfigError
 from mathforge.records import Problem
 
 DEFAULT_BENCHMARKS = ("gsm8k", "math", "math500", "svamp", "mathqa")
+_BUCKETS = 1 << 24  # at most 16 MiB of bools per n-gram length
 
 
 class BenchmarkRef(StrictModel):
@@ -38,7 +39,9 @@ class DecontamConfig(StrictModel):
         description="benchmark test sets to check against, each {name, path, split}",
     )
     ngram: int = Field(13, ge=3, description="word n-gram length of an overlap")
-    min_tokens: int = Field(8, ge=1, description="benchmark texts shorter than ngram but at least this long count whole")
+    min_tokens: int = Field(
+        8, ge=1, description="benchmark problems shorter than ngram but at least this long are matched whole"
+    )
     fields: list[Literal["question", "solution"]] = Field(
         ["question", "solution"], description="benchmark fields whose n-grams are indexed"
     )
@@ -65,6 +68,23 @@ class _Level:
     hashes: np.ndarray
     texts: np.ndarray
     starts: np.ndarray
+    bitmap: np.ndarray  # bool per low-bits bucket: a cheap "certainly absent" test before the binary search
+
+    @classmethod
+    def of(cls, hashes: np.ndarray, texts: np.ndarray, starts: np.ndarray) -> "_Level":
+        order = np.argsort(hashes, kind="stable")
+        size = min(_BUCKETS, max(1 << 10, 1 << int(16 * len(hashes)).bit_length()))  # ~16 buckets per entry
+        bitmap = np.zeros(size, bool)
+        bitmap[(hashes & np.uint64(size - 1)).astype(np.intp)] = True
+        return cls(hashes[order], texts[order], starts[order], bitmap)
+
+    def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into ``h`` of the hashes present, their positions in the level)."""
+        maybe = np.flatnonzero(self.bitmap[(h & np.uint64(len(self.bitmap) - 1)).astype(np.intp)])
+        pos = np.searchsorted(self.hashes, h[maybe])
+        pos[pos == len(self.hashes)] = 0
+        hit = self.hashes[pos] == h[maybe]
+        return maybe[hit], pos[hit]
 
 
 @dataclass
@@ -107,10 +127,7 @@ class BenchmarkIndex:
             wh = whole_hashes(*subset(ids, tokens.offsets, docs))
             levels.setdefault(int(length), []).append((wh, docs.astype(np.int64), np.zeros(len(docs), np.int64)))
         for length, parts in levels.items():
-            hs = np.concatenate([p[0] for p in parts])
-            order = np.argsort(hs, kind="stable")
-            index._levels[length] = _Level(hs[order], np.concatenate([p[1] for p in parts])[order],
-                                           np.concatenate([p[2] for p in parts])[order])
+            index._levels[length] = _Level.of(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
         questions = [i for i, it in enumerate(index.items) if it[2] == "question"]
         qh = whole_hashes(*subset(ids, tokens.offsets, np.array(questions, np.int64)))
         index._whole = {int(h): i for h, i in zip(qh, questions) if h}
@@ -120,22 +137,26 @@ class BenchmarkIndex:
         return len(self.items)
 
     def find(self, texts: list[str | None] | Tokens, whole: bool = False) -> list[Hit | None]:
-        """For each text (or text already tokenised), its first benchmark overlap, None if clean; ``whole`` also
-        matches texts equal to a whole benchmark question, however short."""
+        """For each text (or text already tokenised), its first benchmark overlap, None if clean.
+
+        ``whole`` (for problem statements) also matches benchmark texts shorter than n: contained whole when they
+        have at least ``min_tokens`` words, equal to the whole text when shorter still.
+        """
         tokens = texts if isinstance(texts, Tokens) else tokenize(list(texts))
         out: list[Hit | None] = [None] * len(tokens)
         if not len(tokens) or self._tokens is None:
             return out
         ids = token_ids(tokens, self._vocab)
         for length, level in sorted(self._levels.items(), reverse=True):
+            if length != self.n and not whole:
+                continue
             h, doc, start = ngram_hashes(ids, tokens.offsets, length)
-            pos = np.searchsorted(level.hashes, h)
-            pos[pos == len(level.hashes)] = 0
-            for k in np.flatnonzero(level.hashes[pos] == h) if len(level.hashes) else []:
+            found, positions = level.lookup(h)
+            for k, pos in zip(found.tolist(), positions.tolist()):
                 d = int(doc[k])
                 if out[d] is not None:
                     continue
-                out[d] = self._confirm(tokens, d, int(start[k]), length, level, int(pos[k]), h[k])
+                out[d] = self._confirm(tokens, d, int(start[k]), length, level, pos, h[k])
         if whole and self._whole:
             for d, wh in enumerate(whole_hashes(ids, tokens.offsets)):
                 if out[d] is None and int(wh) in self._whole:

@@ -2,8 +2,8 @@
 
 Signatures are computed for a whole batch in one numpy pass with the permutations of datasketch's ``MinHash`` (the
 arithmetic of ``MinHash.update_batch``, affine32 scheme; a test holds the two equal), then indexed and queried with
-datasketch's ``MinHashLSH``. Detection is greedy in input order: a text is a duplicate of the earliest kept text it
-matches, and only kept texts enter the index, so every duplicate names the representative of its cluster.
+datasketch's ``MinHashLSH``. In input order, a text that matches an earlier one is a duplicate; clusters are the
+connected components of these links, and each keeps its first text.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from pydantic import Field
 
 from mathforge.config import StrictModel
-from mathforge.curate.ngrams import Tokens, ngram_hashes, subset, token_ids, tokenize, whole_hashes
+from mathforge.curate.ngrams import Tokens, content_ids, ngram_hashes, subset, tokenize, whole_hashes
 
 _SCHEME = "affine32"
 _EMPTY = np.uint32(0xFFFFFFFF)
+# MinHashLSH tuned at the threshold itself makes only ~40% of pairs *at* the threshold candidates (b=9, r=13 for
+# 0.8 with 128 permutations); tuned this much lower it makes ~95% of them, and the signature check confirms.
+LSH_MARGIN = 0.15
 _CHUNK_SHINGLES = 1 << 16  # shingles per numpy pass: 2^16 x 128 permutations x 4 bytes = 32 MiB
 
 
@@ -108,7 +111,7 @@ def signatures_from_hashes(hashes: np.ndarray, offsets: np.ndarray, perms: np.nd
 def shingle_hashes(tokens: Tokens, shingle: int) -> tuple[np.ndarray, np.ndarray]:
     """32-bit hashes of every word shingle of each text, with per-text offsets; a text shorter than a shingle
     is one shingle of all its words."""
-    ids = token_ids(tokens)
+    ids = content_ids(tokens)
     h, doc, _ = ngram_hashes(ids, tokens.offsets, shingle)
     lengths = np.diff(tokens.offsets)
     short = np.flatnonzero((lengths > 0) & (lengths < shingle))
@@ -139,13 +142,16 @@ def near_duplicates(
     skip: Sequence[bool] | None = None,
     seed: int = 1,
 ) -> list[tuple[int, float] | None]:
-    """For each signature row, (index of the earlier kept text it nearly duplicates, estimated Jaccard), or None.
+    """For each signature row, (index of the most similar earlier text it nearly duplicates, estimated Jaccard),
+    or None when it is the first of its cluster.
 
     Candidates come from datasketch's MinHashLSH and are confirmed on the signatures (estimated Jaccard >=
-    ``threshold``); with ``groups`` only texts of the same group can be duplicates. ``skip`` marks texts left out.
+    ``threshold``); with ``groups`` only texts of the same group can be duplicates. Every text enters the index,
+    so clusters are connected components (a lightly edited copy of a dropped duplicate is still found);
+    :func:`cluster_roots` names the text each cluster keeps. ``skip`` marks texts left out.
     """
     num_perm = sigs.shape[1]
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_MARGIN), num_perm=num_perm)
     empty = (sigs == _EMPTY).all(axis=1)
     out: list[tuple[int, float] | None] = [None] * len(sigs)
     for i in range(len(sigs)):
@@ -159,15 +165,22 @@ def near_duplicates(
             j = float(np.count_nonzero(sigs[c] == sigs[i])) / num_perm
             if j >= threshold and (best is None or j > best[1] or (j == best[1] and c < best[0])):
                 best = (c, j)
-        if best is None:
-            lsh.insert(i, m, check_duplication=False)
-        else:
-            out[i] = best
+        lsh.insert(i, m, check_duplication=False)
+        out[i] = best
     return out
+
+
+def cluster_roots(duplicate_of: Sequence[int | None]) -> list[int]:
+    """For each text, the first text of its cluster (itself when it duplicates nothing); links point backwards."""
+    roots: list[int] = []
+    for i, d in enumerate(duplicate_of):
+        roots.append(i if d is None else roots[d])
+    return roots
 
 
 def cluster_stats(duplicate_of: Sequence[int | None]) -> dict[str, int]:
     """Clusters with at least one duplicate, the largest cluster, and duplicates found."""
-    sizes = Counter(d for d in duplicate_of if d is not None)
+    roots = cluster_roots(duplicate_of)
+    sizes = Counter(roots[i] for i, d in enumerate(duplicate_of) if d is not None)
     return {"clusters": len(sizes), "largest": max(sizes.values(), default=0) + (1 if sizes else 0),
             "duplicates": sum(sizes.values())}

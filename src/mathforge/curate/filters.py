@@ -22,11 +22,11 @@ class FilterConfig(StrictModel):
     truncated: bool = Field(True, description="drop samples cut off by the token limit (finish_reason 'length')")
     missing_answer: bool = Field(True, description="drop samples with no extractable final answer")
     only_correct: bool = Field(True, description="drop samples the verifier did not accept (correct is not true)")
-    min_words: int = Field(3, ge=0, description="drop solutions with fewer words")
+    min_words: int = Field(3, ge=0, description="drop solutions with fewer whitespace-separated words")
     max_words: int | None = Field(2048, ge=1, description="drop solutions with more words (None: no bound)")
     repetition_ngram: int = Field(10, ge=2, description="word n-gram length of the repetition check")
     max_repetition: float | None = Field(
-        0.3, gt=0, le=1, description="drop solutions whose repeated n-grams exceed this share of all n-grams (None: off)"
+        0.3, gt=0, le=1, description="drop solutions whose repeated n-grams exceed this share of all (None: off)"
     )
 
 
@@ -84,7 +84,7 @@ class LengthBounds(Filter):
         self.min_words, self.max_words = min_words, max_words
 
     def __call__(self, row: dict[str, Any]) -> Verdict:
-        words = len(_WORD.findall(row.get("text") or ""))
+        words = len((row.get("text") or "").split())
         if words < self.min_words:
             return False, f"too-short: {words} words (min {self.min_words})"
         if self.max_words is not None and words > self.max_words:

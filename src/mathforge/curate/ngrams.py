@@ -6,6 +6,7 @@ Python tuple at a time that is tens of seconds, done as array arithmetic it is w
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,15 @@ class Tokens:
         hi = int(self.offsets[doc + 1]) if n is None else lo + n
         return self.flat.slice(lo, hi - lo).to_pylist()
 
+    def select(self, docs: np.ndarray) -> "Tokens":
+        """The tokens of some of the texts only, in the order given (no re-tokenising)."""
+        docs = np.asarray(docs, np.int64)
+        lengths = self.offsets[docs + 1] - self.offsets[docs]
+        offsets = np.zeros(len(docs) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        base = np.repeat(self.offsets[docs] - offsets[:-1], lengths)
+        return Tokens(self.flat.take(pa.array(base + np.arange(offsets[-1]))), offsets)
+
 
 def tokenize(texts: list[str | None]) -> Tokens:
     """Split texts into lower-cased runs of letters and digits (punctuation, LaTeX braces and spaces separate)."""
@@ -47,12 +57,22 @@ def tokenize(texts: list[str | None]) -> Tokens:
     return Tokens(flat, offsets)
 
 
-def token_ids(tokens: Tokens, vocabulary: pa.Array | None = None) -> np.ndarray:
-    """Integer ids of the tokens (int64); with a vocabulary, ids index into it and unknown tokens are -1."""
-    if vocabulary is None:
-        return pc.dictionary_encode(tokens.flat).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+def token_ids(tokens: Tokens, vocabulary: pa.Array) -> np.ndarray:
+    """Indices of the tokens in a vocabulary (int64); tokens not in it are -1."""
     ids = pc.index_in(tokens.flat, value_set=vocabulary)
     return pc.fill_null(ids, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def content_ids(tokens: Tokens) -> np.ndarray:
+    """A stable non-negative 63-bit id per token computed from its text (blake2b), the same in every batch and run,
+    so that hashes and MinHash signatures computed in separate calls can be compared."""
+    encoded = pc.dictionary_encode(tokens.flat)
+    words = encoded.dictionary.to_pylist()
+    table = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little") >> 1 for w in words),
+        np.int64, len(words),
+    )
+    return table[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def ngram_hashes(ids: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -24,9 +24,14 @@ PathMode = Literal["auto", "equations", "steps", "ngram"]
 
 _ANNOTATION = re.compile(r"<<([^<>=]{1,200})=([^<>]{1,60})>>")
 _NUM = r"\$?\d[\d,]*(?:\.\d+)?%?"
-_OPERAND = rf"\(*\s*{_NUM}\s*\)*"
+_OPERAND = rf"\(*{_NUM}\)*"
 _OP = r"(?:[-+*/×÷·^]|\\times|\\cdot|\\div|(?<=[\d\s)])x(?=[\s\d(]))"
-_INLINE = re.compile(rf"(?<![\w.])({_OPERAND}(?:\s*{_OP}\s*{_OPERAND})+)\s*=\s*(-?\$?\d[\d,]*(?:\.\d+)?)(?![\d])")
+# The lookaheads reject at once every position that does not start a number with an "=" later on its line, which
+# keeps the scan linear in practice (without them the nested operand/space quantifiers backtrack for milliseconds).
+_INLINE = re.compile(
+    rf"(?<![\w.])(?=[\d($])(?=[^=\n]{{0,160}}=)({_OPERAND}(?:[ \t]*{_OP}[ \t]*{_OPERAND})+)"
+    rf"[ \t]*=[ \t]*(-?\$?\d[\d,]*(?:\.\d+)?)(?!\d)"
+)
 _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL)
 _LATEX_NOISE = re.compile(r"\\(?:left|right|!|,|;|:|quad|qquad)|\s+")
 _WORD = re.compile(r"\w+")
@@ -67,6 +72,7 @@ def normalize_number(text: str) -> str:
     return s.lstrip("+") or "0"
 
 
+@lru_cache(maxsize=1 << 16)
 def normalize_expression(text: str) -> str:
     """One spelling per expression: no spaces, ``$`` or thousands commas; ``x``/``×``/``\\times`` -> ``*``."""
     s = text.replace("\\times", "*").replace("\\cdot", "*").replace("\\div", "/")

@@ -18,9 +18,16 @@ from rich.table import Table
 
 from mathforge.config import StrictModel
 from mathforge.curate.decontam import BenchmarkIndex, DecontamConfig, build_index
-from mathforge.curate.dedup import DedupConfig, cluster_stats, exact_duplicates, near_duplicates, signatures
+from mathforge.curate.dedup import (
+    DedupConfig,
+    cluster_roots,
+    cluster_stats,
+    exact_duplicates,
+    near_duplicates,
+    signatures,
+)
 from mathforge.curate.filters import FilterConfig, apply_filters, build_filters
-from mathforge.curate.ngrams import tokenize
+from mathforge.curate.ngrams import Tokens, tokenize
 from mathforge.curate.pool import read_samples, union
 from mathforge.curate.rft import RFTConfig, select_paths
 from mathforge.pipeline.stages import Stage
@@ -31,7 +38,7 @@ Rejects = list[tuple[dict[str, Any], str]]
 class CurateConfig(StrictModel):
     pool: list[str] = Field(
         default_factory=list,
-        description="other runs' samples (run directories, .parquet or .jsonl) unioned with this run's before selection",
+        description="other runs' samples (run directories, .parquet or .jsonl) unioned with this run's first",
     )
     filters: FilterConfig = Field(default_factory=FilterConfig, description="truncation, answer, length, repetition")
     decontam: DecontamConfig = Field(default_factory=DecontamConfig, description="benchmark n-gram overlap")
@@ -100,16 +107,19 @@ def curate(
     rejected += dropped
     funnel.add("filters", dropped, len(rows))
 
+    tokens = tokenize([r.get("text") for r in rows])  # solutions are tokenised once, for decontam and dedup
     if cfg.decontam.enabled:
         index = index if index is not None else build_index(cfg.decontam)
-        rows, dropped, report["decontam"] = _decontaminate(rows, index, cfg.decontam)
+        keep, dropped, report["decontam"] = _decontaminate(rows, tokens, index, cfg.decontam)
+        rows, tokens = [rows[i] for i in keep], tokens.select(keep)
         rejected += dropped
         funnel.add("decontam", dropped, len(rows))
 
-    rows, dropped, report["dedup_problems"] = _dedup_problems(rows, cfg.dedup)
+    keep, dropped, report["dedup_problems"] = _dedup_problems(rows, cfg.dedup)
+    rows, tokens = [rows[i] for i in keep], tokens.select(keep)
     rejected += dropped
     funnel.add("dedup problems", dropped, len(rows))
-    rows, dropped, report["dedup_solutions"] = _dedup_solutions(rows, cfg.dedup)
+    rows, dropped, report["dedup_solutions"] = _dedup_solutions(rows, tokens, cfg.dedup)
     rejected += dropped
     funnel.add("dedup solutions", dropped, len(rows))
 
@@ -127,22 +137,22 @@ def curate(
     return CurateResult(rows, rejected, funnel, report)
 
 
-def _decontaminate(rows: list[dict[str, Any]], index: BenchmarkIndex, cfg: DecontamConfig):
-    """Drop samples whose problem (any sample of it) or own solution overlaps a benchmark text."""
+def _decontaminate(rows: list[dict[str, Any]], tokens: Tokens, index: BenchmarkIndex, cfg: DecontamConfig):
+    """Indices of the samples kept, and the rejects: samples whose problem or own solution overlaps a benchmark."""
     questions: dict[str, str] = {}
     for r in rows:
         questions.setdefault(str(r["problem_id"]), r.get("question") or "")
     pids = list(questions)
     problem_hits = dict(zip(pids, index.find([questions[p] for p in pids], whole=True)))
-    solution_hits = index.find(tokenize([r.get("text") for r in rows])) if cfg.check_solutions else [None] * len(rows)
+    solution_hits = index.find(tokens) if cfg.check_solutions else [None] * len(rows)
     kept, rejected = [], []
     per_bench: dict[str, Counter] = defaultdict(Counter)
-    for r, sol_hit in zip(rows, solution_hits):
+    for i, (r, sol_hit) in enumerate(zip(rows, solution_hits)):
         hit, side = problem_hits[str(r["problem_id"])], "problem"
         if hit is None:
             hit, side = sol_hit, "solution"
         if hit is None:
-            kept.append(r)
+            kept.append(i)
             continue
         rejected.append((r, hit.reason(side)))
         per_bench[hit.benchmark][f"{side}_samples"] += 1
@@ -160,7 +170,7 @@ def _decontaminate(rows: list[dict[str, Any]], index: BenchmarkIndex, cfg: Decon
 
 
 def _dedup_problems(rows: list[dict[str, Any]], cfg: DedupConfig):
-    """Drop every sample of a problem whose question duplicates an earlier problem's (exactly, or nearly)."""
+    """Indices kept, and rejects: every sample of a problem whose question duplicates an earlier problem's."""
     questions: dict[str, str] = {}
     for r in rows:
         questions.setdefault(str(r["problem_id"]), r.get("question") or "")
@@ -175,16 +185,18 @@ def _dedup_problems(rows: list[dict[str, Any]], cfg: DedupConfig):
     if cfg.problem_threshold is not None and pids:
         sigs = signatures(texts, cfg.shingle, cfg.num_perm, cfg.seed)
         near = near_duplicates(sigs, cfg.problem_threshold, skip=[j is not None for j in exact], seed=cfg.seed)
+        roots = cluster_roots([h and h[0] for h in near])
         for i, hit in enumerate(near):
             if hit is not None:
-                why[pids[i]] = f"near-duplicate-problem: of problem {pids[hit[0]]} (estimated Jaccard {hit[1]:.2f})"
-    kept = [r for r in rows if str(r["problem_id"]) not in why]
+                why[pids[i]] = (f"near-duplicate-problem: of problem {pids[hit[0]]} (estimated Jaccard {hit[1]:.2f}"
+                                + _kept_note(pids[roots[i]], pids[hit[0]]) + ")")
+    kept = [i for i, r in enumerate(rows) if str(r["problem_id"]) not in why]
     rejected = [(r, why[str(r["problem_id"])]) for r in rows if str(r["problem_id"]) in why]
     stats = {"problems": len(pids), "exact": cluster_stats(exact), "near": cluster_stats([h and h[0] for h in near])}
     return kept, rejected, stats
 
 
-def _dedup_solutions(rows: list[dict[str, Any]], cfg: DedupConfig):
+def _dedup_solutions(rows: list[dict[str, Any]], tokens: Tokens, cfg: DedupConfig):
     """Drop solutions that repeat (exactly, or nearly) an earlier solution of the same problem."""
     texts = [r.get("text") for r in rows]
     groups = [str(r["problem_id"]) for r in rows]
@@ -193,17 +205,22 @@ def _dedup_solutions(rows: list[dict[str, Any]], cfg: DedupConfig):
                            for i, j in enumerate(exact) if j is not None}
     near: list = [None] * len(rows)
     if cfg.solution_threshold is not None and rows:
-        sigs = signatures(texts, cfg.shingle, cfg.num_perm, cfg.seed)
+        sigs = signatures(tokens, cfg.shingle, cfg.num_perm, cfg.seed)
         near = near_duplicates(sigs, cfg.solution_threshold, groups, skip=[j is not None for j in exact],
                                seed=cfg.seed)
+        roots = cluster_roots([h and h[0] for h in near])
         for i, hit in enumerate(near):
             if hit is not None:
-                why[i] = (f"near-duplicate-solution: of sample {rows[hit[0]]['id']} "
-                          f"(estimated Jaccard {hit[1]:.2f})")
+                why[i] = (f"near-duplicate-solution: of sample {rows[hit[0]]['id']} (estimated Jaccard {hit[1]:.2f}"
+                          + _kept_note(rows[roots[i]]["id"], rows[hit[0]]["id"]) + ")")
     kept = [r for i, r in enumerate(rows) if i not in why]
     rejected = [(rows[i], why[i]) for i in sorted(why)]
     stats = {"solutions": len(rows), "exact": cluster_stats(exact), "near": cluster_stats([h and h[0] for h in near])}
     return kept, rejected, stats
+
+
+def _kept_note(root: str, direct: str) -> str:
+    return "" if root == direct else f"; its cluster keeps {root}"
 
 
 def print_funnel(funnel: Funnel, console: Console) -> None:

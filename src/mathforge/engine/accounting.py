@@ -63,6 +63,7 @@ class TeacherStats:
     prior_spend: float = 0.0
     stopped: str | None = None  # why sending stopped early (budget)
     started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
 
     def line(self) -> str:
         """The progress line: 429s, retries, failures, spend (done/total, rates are shown by the bar itself)."""
@@ -72,7 +73,7 @@ class TeacherStats:
         return s + (f" [{self.stopped}]" if self.stopped else "")
 
     def as_dict(self) -> dict:
-        elapsed = max(1e-9, time.monotonic() - self.started)
+        elapsed = max(1e-9, (self.finished or time.monotonic()) - self.started)
         return {
             "total": self.total, "done": self.done, "failed": self.failed, "retries": self.retries,
             "rate_limited_429": self.rate_limited, "timeouts": self.timeouts, "api_calls": self.api_calls,

@@ -33,7 +33,10 @@ class Bucket:
         return max(1.0, self.rate * BURST_SECONDS)
 
     def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.t) * self.rate)
+        # Refill stops at capacity, but a refund from ``settle`` above it is kept: the server counted less than we
+        # reserved, so its own bucket holds that much more than ours.
+        if self.level < self.capacity:
+            self.level = min(self.capacity, self.level + (now - self.t) * self.rate)
         self.t = now
 
     def wait(self, amount: float) -> float:

@@ -97,6 +97,7 @@ class Engine:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             self._flush()
+            self.stats.finished = time.monotonic()
         if self._fatal is not None:
             raise self._fatal
         return self.stats
@@ -245,8 +246,8 @@ class Engine:
                 self._abort(BackendError(f"teacher {self.name}: every request rejected ({err.status}): {err.message}"))
             return None
         if job.attempts >= self.policy.max_attempts:
-            unreachable = err.kind == "connect" and time.monotonic() - max(self._last_success, self.stats.started) > 30
-            if unreachable or (err.kind == "connect" and not self._successes):
+            # Refused connections through every attempt, and no answer lately: the endpoint is down, not flaky.
+            if err.kind == "connect" and (not self._successes or time.monotonic() - self._last_success > 10):
                 self._fail(job, str(err), final=False)
                 self._abort(BackendError(f"teacher {self.name}: cannot reach {self.endpoint}: {err.message}"))
                 return None

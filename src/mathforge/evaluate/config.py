@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from mathforge.config import StrictModel
+from mathforge.verify.stage import VerifyConfig
 
 # The split a benchmark is scored on; None = the dataset's single file (SVAMP ships one SVAMP.json).
 EVAL_SPLITS: dict[str, str | None] = {"svamp": None}
@@ -53,7 +54,9 @@ class EvalConfig(StrictModel):
     prompt: str | None = Field(None, description="prompt template for every benchmark (default: each dataset's own)")
     system_prompt: str | None = Field(None, description="replaces the template's system prompt")
     base: str | None = Field(None, description="model the deltas are measured against (default: the first model)")
-    verify_timeout: float = Field(5.0, gt=0, description="seconds per symbolic answer check")
+    verify: VerifyConfig = Field(
+        default_factory=VerifyConfig, description="answer checking, exactly as the verify stage: timeout, workers, extractors"
+    )
     seed: int | None = Field(None, description="sampling seed (default: the recipe's seed)")
 
     @field_validator("benchmarks")
@@ -61,6 +64,9 @@ class EvalConfig(StrictModel):
     def _some(cls, value: list[BenchmarkSpec]) -> list[BenchmarkSpec]:
         if not value:
             raise ValueError("name at least one benchmark")
+        names = [b.name for b in value]
+        if len(set(names)) < len(names):
+            raise ValueError(f"each benchmark once: {', '.join(names)}")
         return value
 
     @model_validator(mode="after")

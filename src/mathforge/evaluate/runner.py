@@ -24,7 +24,8 @@ from mathforge.generate import GenerateConfig, Planned, collect_samples, plan_re
 from mathforge.pipeline.progress import console
 from mathforge.records import SAMPLE_SCHEMA, Problem
 from mathforge.store import write_table
-from mathforge.verify import majority_vote, verify_rows
+from mathforge.verify import majority_vote
+from mathforge.verify.stage import run_verify_stage
 
 GROUP_KEYS = {"level": "level", "subject": "type"}  # breakdown name -> Problem.meta key (MATH, MATH-500)
 
@@ -107,19 +108,13 @@ def run_eval(ctx: Any, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
     plans = {(b.spec.name, m): plan_requests(ctx, b.problems, _generate_config(cfg, names, b.prompt, m))
              for b in benches for m in modes}
     gen = run_generation(ctx, [p for plan in plans.values() for p in plan])
-    rows, missing = [], {}
-    for b in benches:
-        for m in modes:
-            for name in names:
-                r, miss = _rows(ctx, [p for p in plans[(b.spec.name, m)] if p.teacher == name], b, m)
-                rows += r
-                missing[(name, b.spec.name)] = missing.get((name, b.spec.name), 0) + miss
-    rows = verify_rows(rows, timeout=cfg.verify_timeout)
+    rows, missing = _answers(ctx, benches, plans, names)
+    rows = run_verify_stage(rows, cfg.verify)  # the verify stage's own code path
     results, per_problem = [], []
     for b in benches:
         for name in names:
             mine = [r for r in rows if r["teacher"] == name and r["benchmark"] == b.spec.name]
-            outcomes = outcomes_for(b.problems, mine, cfg.verify_timeout)
+            outcomes = outcomes_for(b.problems, mine, cfg.verify.timeout)
             results.append(_result(name, b, mine, outcomes, missing[(name, b.spec.name)], cfg.seed or 0))
             per_problem += [_problem_row(name, b.spec.name, o) for o in outcomes]
     doc = {
@@ -135,6 +130,19 @@ def run_eval(ctx: Any, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
     }
     _write(out_dir, rows, per_problem, doc)
     return doc
+
+
+def _answers(ctx: Any, benches: list[Benchmark], plans: dict, names: list[str]) -> tuple[list[dict], dict]:
+    """Every answered request as a sample row, and how many answers each (model, benchmark) lacks."""
+    rows: list[dict[str, Any]] = []
+    missing: dict[tuple[str, str], int] = {(n, b.spec.name): 0 for n in names for b in benches}
+    by_name = {b.spec.name: b for b in benches}
+    for (bench, mode), plan in plans.items():
+        for name in names:
+            r, miss = _rows(ctx, [p for p in plan if p.teacher == name], by_name[bench], mode)
+            rows += r
+            missing[(name, bench)] += miss
+    return rows, missing
 
 
 def _result(name: str, b: Benchmark, rows: list[dict], outcomes: list[ProblemOutcome], missing: int, seed: int) -> dict:

@@ -15,7 +15,7 @@ from mathforge.config import StrictModel
 # Fields that change where or how a run is reported, not what it learns: they may differ when resuming.
 NOT_FINGERPRINTED = frozenset(
     {"data", "output_dir", "resume", "resume_from", "merge", "report_to", "run_name", "logging_steps", "save_steps",
-     "save_total_limit", "evaluate"}
+     "save_total_limit", "evaluate", "threads"}
 )
 
 
@@ -65,6 +65,8 @@ class TrainConfig(StrictModel):
         "auto", description="auto: bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
+    threads: int | None = Field(None, ge=1, description="CPU training: torch threads (default: all cores; 1 is "
+                                "faster on a machine shared with other jobs)")
     gradient_checkpointing: bool = Field(True, description="recompute activations to save memory (slower)")
     attn_implementation: str | None = Field(None, description="e.g. sdpa, flash_attention_2; null keeps the model's")
     seed: int | None = Field(None, description="training seed; null = the recipe seed (0 outside a recipe)")

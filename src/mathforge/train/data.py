@@ -15,15 +15,17 @@ SUFFIXES = (".jsonl", ".parquet", ".json")
 
 
 def locate(data: str | Path) -> dict[str, Path]:
-    """Map split name -> file (or the DatasetDict directory under key ``dict``) for a data spec."""
+    """Map split name -> file (or the DatasetDict directory under key ``dict``) for a data spec.
+
+    In a run directory the export's chat split files come first (``export/chat/{train,validation}.*``), then its saved
+    DatasetDict, then a single ``export/sft.*`` (whose ``split`` column, when present, is honoured by load_splits).
+    """
     p = Path(data).expanduser()
     if not p.exists():
         raise ConfigError(f"training data {p} does not exist")
     if p.is_file():
         return {"train": p}
-    if (p / "dataset_dict.json").exists():
-        return {"dict": p}
-    for folder in (p / "export", p):
+    for folder in (p, p / "export" / "chat", p / "export" / "dataset" / "chat", p / "export", p / "chat"):
         if (folder / "dataset_dict.json").exists():
             return {"dict": folder}
         train = _first(folder, TRAIN_NAMES)
@@ -34,8 +36,8 @@ def locate(data: str | Path) -> dict[str, Path]:
                 found["validation"] = valid
             return found
     raise ConfigError(
-        f"no training data in {p}: expected export/sft.jsonl (run an 'export' or 'reference_sft' stage), "
-        f"{'/'.join(TRAIN_NAMES)}.jsonl|parquet, or a saved DatasetDict"
+        f"no training data in {p}: expected export/chat/train.jsonl or export/sft.jsonl (run an 'export' or "
+        f"'reference_sft' stage), {'/'.join(TRAIN_NAMES)}.jsonl|parquet, or a saved DatasetDict"
     )
 
 
@@ -54,19 +56,27 @@ def load_splits(data: str | Path, limit: int | None = None) -> dict[str, list[di
         from datasets import load_from_disk
 
         dd = load_from_disk(str(found["dict"]))
-        raw = {name: (list(dd[name]), str(found["dict"]) + f"[{name}]") for name in dd}
-        if "train" not in raw:
-            raise ConfigError(f"{found['dict']}: the DatasetDict has no 'train' split (splits: {', '.join(raw)})")
+        if "train" not in dd:
+            raise ConfigError(f"{found['dict']}: the DatasetDict has no 'train' split (splits: {', '.join(dd)})")
+        raw = {name: list(dd[name]) for name in dd}
+        where = {name: f"{found['dict']}[{name}]" for name in dd}
     else:
-        raw = {name: (_read_rows(path), str(path)) for name, path in found.items()}
-    out = {}
-    for name, (rows, where) in raw.items():
-        if name not in ("train",) and name not in VALID_NAMES:
-            continue
-        rows = [_check(r, where, i) for i, r in enumerate(rows)]
-        out["train" if name == "train" else "validation"] = rows[:limit] if limit and name == "train" else rows
+        raw = {name: _read_rows(path) for name, path in found.items()}
+        where = {name: str(path) for name, path in found.items()}
+    checked: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+    for name, rows in raw.items():
+        if name == "train" or name in VALID_NAMES:
+            checked["train" if name == "train" else "validation"] = [
+                (_check(r, where[name], i), r.get("split")) for i, r in enumerate(rows)]
+    # a single file may carry each row's split in a column (the export's flat sft.jsonl does)
+    out = {"train": [r for r, split in checked["train"] if split != "validation"]}
+    valid = [r for r, _ in checked.get("validation", [])] + [r for r, split in checked["train"] if split == "validation"]
+    if valid:
+        out["validation"] = valid
+    if limit:
+        out["train"] = out["train"][:limit]
     if not out["train"]:
-        raise ConfigError(f"{raw['train'][1]}: no training rows (did the export keep any verified samples?)")
+        raise ConfigError(f"{where['train']}: no training rows (did the export keep any verified samples?)")
     return out
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from mathforge.backends.models import ModelSource, load_tokenizer_and_model, resolve_model
 from mathforge.errors import BackendError, ConfigError, require
@@ -42,6 +43,20 @@ def resolve_precision(cfg: TrainConfig, device: str) -> str:
     import torch
 
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch threads (None: unchanged), restoring the previous count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_student(cfg: TrainConfig, device: str, precision: str, *, quantize: bool | None = None) -> tuple[Any, Any, ModelSource]:

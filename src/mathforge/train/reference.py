@@ -1,37 +1,35 @@
-"""The ``reference_sft`` stage: a dataset's own reference solutions as SFT chats (the control arm of distillation).
+"""The ``reference_sft`` stage: a dataset's own reference solutions as SFT data (the control arm of distillation).
 
-Rows have the export stage's shape (``messages``, ``id``, ``problem_id``, ``teacher="reference"``) and land in the same
-``export/sft.jsonl``, so the train stage treats both arms alike and only the solution text differs.
+Each problem's reference becomes a sample (``teacher="reference"``, verified by construction) and goes through the
+export stage's own writer, so ``export/`` has the same layout, splits and card as a teacher export and the two arms
+differ only in the solution text.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from mathforge.config import StrictModel
+from mathforge.export import ExportConfig, export, latest_curate_report
 from mathforge.pipeline.stages import Stage
 from mathforge.records import Problem
-from mathforge.store import write_table
 
 _CALC = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations, e.g. "<<48/2=24>>"
 _HASH_LINE = re.compile(r"\n?[ \t]*####[^\n]*\s*$")
 
 
 class ReferenceSFTConfig(StrictModel):
-    system_prompt: str | None = Field(None, description="system message of every chat (keep it equal to export's)")
     strip_calculator: bool = Field(True, description="remove GSM8K's <<a*b=c>> calculator annotations")
     final_answer: str | None = Field(
         "The answer is {answer}.",
         description="replace a trailing '#### N' line with this ({answer} = the gold answer); null keeps it verbatim",
     )
-    formats: list[str] = Field(["jsonl", "parquet"], description="any of: jsonl, parquet")
-    out_dir: str = Field("export", description="folder inside the run directory")
+    export: ExportConfig = Field(default_factory=ExportConfig,
+                                 description="how the rows are written: the export stage's settings (system_prompt, "
+                                 "validation_fraction, formats, ...)")
 
 
 def reference_text(problem: Problem, cfg: ReferenceSFTConfig) -> str:
@@ -44,24 +42,17 @@ def reference_text(problem: Problem, cfg: ReferenceSFTConfig) -> str:
     return text.strip()
 
 
-def reference_rows(problems: list[Problem], cfg: ReferenceSFTConfig) -> tuple[list[dict[str, Any]], list]:
-    """SFT rows for problems with a reference solution, and (problem row, reason) for those without."""
-    rows, rejected = [], []
+def reference_samples(problems: list[Problem], cfg: ReferenceSFTConfig) -> tuple[list[dict[str, Any]], list]:
+    """Sample-shaped records of the problems with a reference solution, and (problem row, reason) for the rest."""
+    samples, rejected = [], []
     for p in problems:
         if not (p.solution or "").strip():
             rejected.append((p.to_row(), "no reference solution"))
             continue
-        msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-        msgs += [{"role": "user", "content": p.question}, {"role": "assistant", "content": reference_text(p, cfg)}]
-        rows.append({"id": f"{p.id}/reference", "problem_id": p.id, "teacher": "reference", "messages": msgs})
-    return rows, rejected
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, path)
+        samples.append({"id": f"{p.id}/reference", "problem_id": p.id, "question": p.question, "gold": p.answer,
+                        "teacher": "reference", "model": p.source or "reference", "text": reference_text(p, cfg),
+                        "correct": True})
+    return samples, rejected
 
 
 class ReferenceSFTStage(Stage):
@@ -70,12 +61,12 @@ class ReferenceSFTStage(Stage):
     stage_id = "reference_sft"
 
     def run(self, ctx: Any, cfg: ReferenceSFTConfig) -> dict[str, Any]:
-        rows, rejected = reference_rows(ctx.problems(), cfg)
+        samples, rejected = reference_samples(ctx.problems(), cfg)
         ctx.reject(self.stage_id, rejected)
-        out = ctx.path(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if "jsonl" in cfg.formats:
-            _write_jsonl(out / "sft.jsonl", rows)
-        if "parquet" in cfg.formats:
-            write_table(out / "sft.parquet", rows)
-        return {"rows": len(rows), "rejected": len(rejected), "out_dir": str(out)}
+        out = ctx.path(cfg.export.out_dir)
+        recipe = ctx.path("recipe.yaml")
+        provenance = {"name": ctx.run_dir.name, "seed": ctx.seed, "curate": latest_curate_report(ctx.run_dir),
+                      "recipe": recipe.read_text(encoding="utf-8") if recipe.exists() else None}
+        counts = export(samples, out, cfg.export, seed=ctx.seed, provenance=provenance)
+        return {"train": counts["train"]["rows"], "validation": counts["validation"]["rows"],
+                "rejected": len(rejected), "out_dir": str(out)}

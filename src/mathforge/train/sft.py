@@ -13,6 +13,7 @@ Layout of ``output_dir``::
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -25,7 +26,7 @@ from mathforge.errors import ConfigError, require
 from mathforge.train.config import TrainConfig
 from mathforge.train.data import fingerprint, load_splits, to_prompt_completion
 from mathforge.train.logs import LOG_FILE, LogHistoryWriter, write_json
-from mathforge.train.model import lora_config, load_student, resolve_device, resolve_precision
+from mathforge.train.model import cpu_threads, lora_config, load_student, resolve_device, resolve_precision
 
 BASE_FILE = "mathforge.json"  # inside adapter/: the base model spec, for loaders that only get the adapter dir
 
@@ -55,6 +56,12 @@ def train(cfg: TrainConfig, *, seed: int = 0, callbacks: list[Any] | None = None
     if not cfg.data or not cfg.output_dir:
         raise ConfigError("train: both data and output_dir are needed")
     device = resolve_device(cfg)  # refuses QLoRA without CUDA before any loading
+    with cpu_threads(cfg.threads if device == "cpu" else None):
+        return _train(cfg, device, seed, callbacks or [])
+
+
+def _train(cfg: TrainConfig, device: str, seed: int, callbacks: list[Any]) -> dict[str, Any]:
+    """The body of ``train``: data, resume point, model, trainer, the final artefacts."""
     precision = resolve_precision(cfg, device)
     out = Path(cfg.output_dir)
     splits = load_splits(cfg.data, cfg.limit)
@@ -77,7 +84,7 @@ def train(cfg: TrainConfig, *, seed: int = 0, callbacks: list[Any] | None = None
     if state.is_main_process:
         write_json(out / "config.json", {"config": cfg.model_dump(mode="json"), "resolved": resolved})
 
-    trainer = _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed, callbacks or [])
+    trainer = _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed, callbacks)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
@@ -144,6 +151,9 @@ def _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed
     """The SFTTrainer for this config (datasets shaped for the chosen masking)."""
     datasets = require("datasets", "train")
     trl = require("trl", "train")
+    # transformers 5 renamed gradient_checkpointing (now a deprecated alias) to activation_checkpointing
+    fields = {f.name for f in dataclasses.fields(trl.SFTConfig)}
+    ckpt_field = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
     def shape(rows: list[dict[str, Any]]):
         rows = [to_prompt_completion(r) for r in rows] if masking == "completion_only_loss" else rows
@@ -173,7 +183,7 @@ def _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **{ckpt_field: cfg.gradient_checkpointing},
         max_length=cfg.max_seq_length,
         packing=cfg.packing,
         assistant_only_loss=masking == "assistant_only_loss",

@@ -51,7 +51,7 @@ def sample_item(source: str, r: dict[str, Any]) -> Item:
     )
 
 
-def rejected_item(r: dict[str, Any]) -> Item:
+def rejected_item(r: dict[str, Any], index: int) -> Item:
     try:
         rec = json.loads(r["record"])
     except (TypeError, json.JSONDecodeError):
@@ -60,7 +60,7 @@ def rejected_item(r: dict[str, Any]) -> Item:
         rec = {"raw": rec}
     text = rec.get("text") or json.dumps(rec, ensure_ascii=False, indent=1, default=str)
     return Item(
-        source="rejected", id=str(rec.get("id") or r.get("record_id") or ""),
+        source="rejected", id=str(rec.get("id") or r.get("record_id") or f"{r.get('stage')}#{index}"),
         problem_id=str(rec.get("problem_id") or rec.get("id") or r.get("record_id") or ""),
         question=str(rec.get("question") or rec.get("problem") or ""), status="rejected", gold=rec.get("gold"),
         teacher=rec.get("teacher"), text=text, extracted=rec.get("extracted"), normalized=rec.get("normalized"),
@@ -80,7 +80,7 @@ def load_items(run: str | Path) -> list[Item]:
         if (folder / "samples.parquet").exists():
             items += [sample_item(f"eval:{folder.name}", r) for r in read_rows(folder / "samples.parquet")]
     if (run / "rejected.parquet").exists():
-        items += [rejected_item(r) for r in read_rows(run / "rejected.parquet")]
+        items += [rejected_item(r, i) for i, r in enumerate(read_rows(run / "rejected.parquet"))]
     return items
 
 
