@@ -33,13 +33,16 @@ def prepare(work: Path, problems: int) -> tuple[str, str]:
     from mathforge.datasets import load
     from mathforge.train.config import TrainConfig
     from mathforge.train.model import load_student
-    from mathforge.train.reference import ReferenceSFTConfig, reference_rows
+    from mathforge.export import ExportConfig, sft_rows
+    from mathforge.train.reference import ReferenceSFTConfig, reference_samples
 
     model_dir = work / "smollm2"
     tok, model, _ = load_student(TrainConfig(model="smollm2", method="lora"), "cpu", "fp32")
     model.save_pretrained(str(model_dir))
     tok.save_pretrained(str(model_dir))
-    rows, _ = reference_rows(list(load("gsm8k", path="bundled:gsm8k-train-50", limit=problems)), ReferenceSFTConfig())
+    samples, _ = reference_samples(list(load("gsm8k", path="bundled:gsm8k-train-50", limit=problems)),
+                                   ReferenceSFTConfig())
+    rows = sft_rows(samples, ExportConfig())
     data = work / "sft.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(model_dir), str(data)

@@ -106,6 +106,10 @@ def test_stage_in_a_run_dir_pools_and_keeps_rejects(tmp_path):
     assert any(r["reason"].startswith("duplicate-id: sample s0 of ") for r in rejected)
     report = json.loads(ctx.path("curate.json").read_text())
     assert report["funnel"]["records_out"] == 4 and report["pooled"] == [str(tmp_path / "other")]
+    assert report["input"] == "verified.parquet"
+    again = CurateStage().run(ctx, cfg)  # a rerun curates the same input again, not its own output
+    assert again["accepted"] == 4 and again["samples_in"] == 15
+    assert len(read_rows(ctx.path("rejected.parquet"))) == 11
 
 
 def test_recipe_validates_curate_config():

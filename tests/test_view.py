@@ -6,6 +6,7 @@ import html
 import re
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -96,3 +97,76 @@ def test_cli_refuses_a_missing_run(tmp_path):
 
     result = CliRunner().invoke(app, [str(tmp_path / "nope"), "--port", "0"])
     assert result.exit_code != 0 and "not a run directory" in str(result.exception)
+
+
+async def _cdp_session(ws_url: str, steps):
+    """Run ``steps(evaluate)`` against one page over the DevTools protocol (aiohttp websocket client)."""
+    import asyncio
+    import itertools
+    import json
+
+    import aiohttp
+
+    ids = itertools.count(1)
+    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
+
+        async def evaluate(expression: str):
+            msg_id = next(ids)
+            await ws.send_str(json.dumps({"id": msg_id, "method": "Runtime.evaluate",
+                                          "params": {"expression": expression, "returnByValue": True}}))
+            while True:
+                reply = json.loads((await ws.receive(timeout=30)).data)
+                if reply.get("id") == msg_id:
+                    return reply.get("result", {}).get("result", {}).get("value")
+
+        async def wait_for(expression: str, seconds: float = 20):
+            for _ in range(int(seconds * 10)):
+                if await evaluate(expression):
+                    return True
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"timed out waiting for: {expression}")
+
+        return await steps(evaluate, wait_for)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_menus_and_search_drive_the_page_over_devtools(url, tmp_path):
+    import asyncio
+    import json
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--remote-debugging-port=0"]
+    proc = subprocess.Popen([CHROMIUM, *flags, url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        active = tmp_path / "profile" / "DevToolsActivePort"  # chromium writes its port here
+        for _ in range(300):
+            if active.exists() and active.read_text().strip():
+                break
+            time.sleep(0.1)
+        port = active.read_text().split()[0]
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        page = next(t for t in targets if t["type"] == "page")
+
+        statuses = "JSON.stringify([...document.querySelectorAll('article')].map(a => a.dataset.status))"
+
+        async def steps(evaluate, wait_for):
+            await wait_for("document.readyState === 'complete' && document.querySelectorAll('article').length > 0")
+            before = json.loads(await evaluate(statuses))
+            await evaluate("const s = document.querySelector('select[name=status]'); s.value = 'incorrect';"
+                           "s.dispatchEvent(new Event('change'))")  # view.js submits the form on change
+            await wait_for("location.search.includes('status=incorrect') && document.readyState === 'complete'")
+            after = json.loads(await evaluate(statuses))
+            await evaluate("document.querySelector('input[name=q]').value = 'pens';"
+                           "document.getElementById('filters').requestSubmit()")
+            await wait_for("location.search.includes('q=pens') && document.readyState === 'complete'")
+            problems = await evaluate("[...document.querySelectorAll('.problem .question')].map(q => q.textContent)")
+            return before, after, problems
+
+        before, after, problems = asyncio.run(_cdp_session(page["webSocketDebuggerUrl"], steps))
+        assert len(set(before)) > 1 and after and set(after) == {"incorrect"} and len(after) < len(before)
+        assert problems and all("pens" in q for q in problems)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -247,13 +247,21 @@ class CurateStage(Stage):
 
     def run(self, ctx: Any, cfg: CurateConfig) -> dict[str, Any]:
         from mathforge.pipeline.progress import console
+        from mathforge.store import read_rows
 
+        out_name = "curated" if self.stage_id == "curate" else self.stage_id
+        report_path = ctx.path(f"{self.stage_id}.json")
+        source = ctx.tables.get("samples")
+        if source == f"{out_name}.parquet" and report_path.exists():
+            # Run again over its own output: curate what it curated before instead, so reruns are idempotent.
+            source = json.loads(report_path.read_text(encoding="utf-8")).get("input") or source
+        rows = read_rows(ctx.path(source)) if source and ctx.path(source).exists() else ctx.samples()
         pooled = [(str(p), read_samples(p)) for p in cfg.pool]
-        result = curate(ctx.samples(), cfg, pooled=pooled)
-        ctx.write_samples("curated" if self.stage_id == "curate" else self.stage_id, result.kept)
+        result = curate(rows, cfg, pooled=pooled)
+        ctx.write_samples(out_name, result.kept)
         ctx.reject(self.stage_id, result.rejected)
-        report = {"stage": self.stage_id, "config": cfg.model_dump(mode="json"), **result.report}
-        ctx.path(f"{self.stage_id}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        report = {"stage": self.stage_id, "input": source, "config": cfg.model_dump(mode="json"), **result.report}
+        report_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
         print_funnel(result.funnel, console)
         return {
             "samples_in": result.funnel.records_in,

@@ -89,10 +89,12 @@ def comparison_rows(sets: list[tuple[Path, dict[str, Any]]], base: str | None = 
 
 def metric_names(rows: list[dict[str, Any]]) -> list[str]:
     """Metric columns in reading order: greedy, maj@k, mean pass@1, pass@k by k."""
-    names = {m for r in rows for m in r["metrics"]}
-    order = lambda m: (0 if m == "greedy" else 1 if m.startswith("maj@") else 2 if m == "mean_pass@1" else 3,
-                       int(m.split("@")[1]) if "@" in m and m.split("@")[1].isdigit() else 0)
-    return sorted(names, key=order)
+    def order(m: str) -> tuple[int, int]:
+        k = m.split("@")[-1]
+        return (0 if m == "greedy" else 1 if m.startswith("maj@") else 2 if m == "mean_pass@1" else 3,
+                int(k) if k.isdigit() else 0)
+
+    return sorted({m for r in rows for m in r["metrics"]}, key=order)
 
 
 def fmt_score(score: dict[str, Any] | None) -> str:

@@ -70,7 +70,7 @@ def parse_judgement(text: str | None, criteria: list[str]) -> tuple[Judgement | 
 
 
 def apply_verifier(judgement: Judgement, correct: bool | None) -> tuple[Judgement, bool]:
-    """Where the verifier decided, its verdict replaces the judge's correctness score; returns (judgement, overridden)."""
+    """Where the verifier decided, its verdict replaces the judge's correctness score; (judgement, overridden)."""
     if correct is None or "correctness" not in judgement.scores:
         return judgement, False
     forced = SCORE_MAX if correct else SCORE_MIN

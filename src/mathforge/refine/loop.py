@@ -80,10 +80,16 @@ def judge_versions(ctx: Any, versions: list[dict[str, Any]], cfg: "RefineConfig"
         pending = still
 
 
+def _has_gold(v: dict[str, Any]) -> bool:
+    return v.get("gold") is not None and str(v["gold"]).strip() != ""
+
+
 def rewrite_reason(v: dict[str, Any], cfg: "RefineConfig") -> str:
-    """'wrong', 'low-score', or why the version stays as it is ('passed', 'unjudged', 'unverified')."""
+    """'wrong', 'no-answer', 'low-score', or why the version stays ('passed', 'unjudged', 'unverified')."""
     if v.get("correct") is False:
         return "wrong"
+    if v.get("correct") is None and _has_gold(v):
+        return "no-answer"  # the verifier could not confirm it: no final answer, or an undecidable one
     if not cfg.critique:
         return "passed" if v.get("correct") is True else "unverified"
     if v.get("score") is None:
@@ -98,9 +104,9 @@ def rewrite_versions(
     params = _params(cfg.rewrite_sampling, cfg.seed if cfg.seed is not None else ctx.seed)
     planned = []
     for v in parents:
-        wrong = v.get("correct") is False
         messages = rewrite_messages(
-            v["question"], v["text"], v["prompt_key"], critique=v.get("feedback"), wrong=wrong,
+            v["question"], v["text"], v["prompt_key"], critique=v.get("feedback"),
+            wrong=v.get("correct") is False, no_answer=v.get("correct") is None and _has_gold(v),
             gold=v.get("gold") if cfg.reveal_gold and v.get("gold") is not None else None,
         )
         planned.append(plan(ctx, teacher, _problem(v), v["prompt_key"], messages, params, 0, {"sample_id": v["id"]}))
@@ -137,6 +143,7 @@ def round_stats(r: int, versions: list[dict[str, Any]], parents: dict[str, dict[
         "versions": len(versions),
         "correct": sum(v.get("correct") is True for v in versions),
         "wrong": sum(v.get("correct") is False for v in versions),
+        "no_answer": sum(v.get("correct") is None and _has_gold(v) for v in versions),
         "judged": len(scores),
         "judge_failures": sum(1 for v in versions if v.get("judge_error") and v.get("score") is None),
         "judge_overridden": sum(bool(v.get("judge_overridden")) for v in versions),
@@ -144,11 +151,14 @@ def round_stats(r: int, versions: list[dict[str, Any]], parents: dict[str, dict[
         "rewritten": sum(v.get("outcome") == "rewritten" for v in versions),
     }
     if r > 0:
-        pairs = [(parents[v["parent"]].get("correct"), v.get("correct")) for v in versions]
-        s["fixed"] = sum(p is False and c is True for p, c in pairs)
-        s["broke"] = sum(p is True and c is False for p, c in pairs)
-        s["left_wrong"] = sum(p is False and c is not True for p, c in pairs)
-        s["repaired_share"] = round(s["fixed"] / n, 4) if (n := sum(p is False for p, _ in pairs)) else None
+        # over samples with a gold answer: "correct" means verified correct, anything else is not (yet) repaired
+        gold = [v for v in versions if _has_gold(v)]
+        pairs = [(parents[v["parent"]].get("correct") is True, v.get("correct") is True) for v in gold]
+        s["fixed"] = sum(not p and c for p, c in pairs)
+        s["broke"] = sum(p and not c for p, c in pairs)
+        s["left_wrong"] = sum(not p and not c for p, c in pairs)
+        n = sum(not p for p, _ in pairs)
+        s["repaired_share"] = round(s["fixed"] / n, 4) if n else None
     return s
 
 
@@ -170,9 +180,9 @@ def refine_samples(ctx: Any, rows: list[dict[str, Any]], cfg: "RefineConfig", re
     by_id = {v["id"]: v for v in versions}
     if cfg.only_wrong:
         for v in current:
-            if v.get("correct") is not False:
+            if rewrite_reason(v, cfg) not in ("wrong", "no-answer"):
                 v["outcome"] = "kept"
-        current = [v for v in current if v.get("correct") is False]
+        current = [v for v in current if "outcome" not in v]
     rounds = []
     for r in range(cfg.max_rounds + 1):
         if cfg.critique and current:
@@ -180,7 +190,7 @@ def refine_samples(ctx: Any, rows: list[dict[str, Any]], cfg: "RefineConfig", re
         todo = []
         for v in current:
             reason = rewrite_reason(v, cfg)
-            if reason in ("wrong", "low-score"):
+            if reason in ("wrong", "no-answer", "low-score"):
                 v["outcome"] = "max-rounds" if r == cfg.max_rounds else reason
                 if r < cfg.max_rounds:
                     todo.append(v)

@@ -35,6 +35,7 @@ REWRITE_USER = (
     "Write an improved, complete solution from the beginning."
 )
 HINT_WRONG = "The final answer of this attempt is wrong."
+HINT_NO_ANSWER = "This attempt does not reach a clear final answer."
 HINT_GOLD = "The correct final answer is {gold}; write a derivation that reaches it honestly."
 CRITIQUE = "A reviewer's critique:\n{critique}\n"
 
@@ -44,7 +45,8 @@ def judge_messages(question: str, solution: str, criteria: list[str]) -> list[di
     for c in criteria:
         if c not in CRITERIA:
             raise ConfigError(f"unknown judge criterion '{c}'; valid: {', '.join(CRITERIA)}")
-    example = "{" + ", ".join([f'"{c}": <{SCORE_MIN}-{SCORE_MAX}>' for c in criteria] + ['"critique": "<what to fix>"']) + "}"
+    fields = [f'"{c}": <{SCORE_MIN}-{SCORE_MAX}>' for c in criteria] + ['"critique": "<what to fix>"']
+    example = "{" + ", ".join(fields) + "}"
     system = JUDGE_SYSTEM.format(
         lo=SCORE_MIN, hi=SCORE_MAX, criteria="\n".join(f"- {c}: {CRITERIA[c]}" for c in criteria), example=example
     )
@@ -61,6 +63,7 @@ def rewrite_messages(
     *,
     critique: str | None,
     wrong: bool,
+    no_answer: bool = False,
     gold: str | None = None,
 ) -> list[dict[str, str]]:
     """Chat asking for a better solution; the system prompt is the original template's, so the answer format holds."""
@@ -72,6 +75,8 @@ def rewrite_messages(
         feedback += HINT_GOLD.format(gold=gold) + "\n"
     elif wrong:
         feedback += HINT_WRONG + "\n"
+    elif no_answer:
+        feedback += HINT_NO_ANSWER + "\n"
     user = REWRITE_USER.format(question=question.strip(), solution=solution.strip(), feedback=feedback)
     msgs = [{"role": "system", "content": template.system}] if template.system else []
     return msgs + [{"role": "user", "content": user}]

@@ -46,7 +46,8 @@ def plan(
 ) -> Planned:
     """One request of ``teacher`` keyed by its content (model, endpoint, messages, params, sample index)."""
     model, endpoint = ctx.backend(teacher).identity()
-    key = request_key(model=model, endpoint=endpoint, messages=messages, params=params.as_dict(), sample_index=sample_index)
+    key = request_key(model=model, endpoint=endpoint, messages=messages, params=params.as_dict(),
+                      sample_index=sample_index)
     request = GenRequest(key, messages, params, sample_index, {"problem_id": problem.id, **(meta or {})})
     return Planned(problem, teacher, model, prompt_key, request)
 

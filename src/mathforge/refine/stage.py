@@ -29,7 +29,7 @@ class SamplingConfig(StrictModel):
 
 class RefineConfig(StrictModel):
     refiner: str | None = Field(None, description="teacher that rewrites samples (default: the recipe's first teacher)")
-    judge: str | None = Field(None, description="teacher that scores samples; may be the refiner (default: the refiner)")
+    judge: str | None = Field(None, description="teacher that scores samples, may be the refiner (the default)")
     critique: bool = Field(True, description="ask the judge for scores and a critique; false: repair wrong samples "
                                              "with the verifier's hint alone")
     criteria: list[Criterion] = Field(list(CRITERIA), min_length=1, description="criteria the judge scores, 1-10 each")
@@ -37,7 +37,8 @@ class RefineConfig(StrictModel):
     max_rounds: int = Field(2, ge=0, description="most rewrite rounds per sample")
     judge_attempts: int = Field(3, ge=1, description="tries for a valid judge reply (each with a new sample index) "
                                                      "before a judge failure is recorded")
-    only_wrong: bool = Field(False, description="refine only samples the verifier marks wrong; keep the rest unjudged")
+    only_wrong: bool = Field(False, description="refine only samples the verifier did not confirm (wrong answer or "
+                                                "none); keep the rest unjudged")
     reveal_gold: bool = Field(False, description="tell the rewriter the gold answer (default: only that it is wrong)")
     judge_sampling: SamplingConfig = Field(
         SamplingConfig(temperature=0.3, max_tokens=256), description="sampling of judge replies"
