@@ -179,7 +179,8 @@ def report(a: argparse.Namespace, chunks: list[dict[str, Any]], wall: float, sto
               "machinery and measures this teacher; it says little about the method with a capable teacher.",
               f"- Of the {wrong} problems whose first sample was not correct, refinement repaired {after - before} "
               f"and resampling {sum(ctrl)}. The control draws as many extra generations as refinement at most uses, "
-              "so the gap between the two is what the critique-free hint adds over sampling again.",
+              "so the gap between the two is what the critique-free hint adds over sampling again; a difference "
+              "of one or two problems is within sampling noise at these counts.",
               "- Reproduce: the run directories (with their ledgers) are under "
               f"`{a.run_dir}`; a rerun answers from the ledger and sends nothing.", ""]
     return "\n".join(lines)
