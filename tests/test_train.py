@@ -159,7 +159,7 @@ def test_smoke_recipe_runs_the_whole_loop(smol_dir, tmp_path, monkeypatch):
     stages["train"]["model"] = smol_dir
     stages["train"]["threads"] = 1
     stages["eval"]["models"] = ["smollm2"]  # the recipe's teacher, i.e. the converted copy
-    monkeypatch.chdir(tmp_path)  # the eval stage names the adapter relative to where the run starts
+    monkeypatch.chdir(tmp_path)  # the run directory defaults to runs/<name> under the working directory
     summary = run_recipe(parse_recipe(data, str(path)))
 
     run = tmp_path / "runs" / "distill-smoke"

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def build_summary(ctx: Any, wall: float) -> dict[str, Any]:
+def build_summary(ctx: Any, wall: float, started: float | None = None) -> dict[str, Any]:
     m = ctx.metrics
     gen = [v for k, v in m.items() if k.startswith("generate")]
     problems = next((v["problems"] for k, v in m.items() if k.startswith("load")), None)
@@ -33,7 +33,8 @@ def build_summary(ctx: Any, wall: float) -> dict[str, Any]:
         "yield": round(accepted / samples, 4) if accepted is not None and samples else None,
         "tokens_in": sum(g.get("tokens_in", 0) for g in gen),
         "tokens_out": sum(g.get("tokens_out", 0) for g in gen),
-        "requests_sent": sum(g.get("sent", 0) for g in gen),
+        # every stage's model requests (generate, refine, synthesize, eval) answered during this run
+        "requests_sent": ctx.ledger.answered_since(started) if started is not None else sum(g.get("sent", 0) for g in gen),
         "requests_cached": sum(g.get("cached", 0) for g in gen),
         "tokens_per_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
         "wall_seconds": round(wall, 2),

@@ -18,8 +18,14 @@ def model_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "-", name) or "model"
 
 
-def resolve_models(cfg: Any, teachers: dict[str, BackendConfig]) -> dict[str, BackendConfig]:
-    """Name -> backend config for every model to score, adapters last (each on top of the first model)."""
+def resolve_models(
+    cfg: Any, teachers: dict[str, BackendConfig], run_dir: Path | None = None
+) -> dict[str, BackendConfig]:
+    """Name -> backend config for every model to score, adapters last (each on top of the first model).
+
+    A relative adapter path is looked up in the run directory first (``train/adapter`` of the same recipe), so a run
+    moved with ``--run-dir`` still finds the adapter it trained.
+    """
     out: dict[str, BackendConfig] = {}
     if isinstance(cfg.models, dict):
         for name, data in cfg.models.items():
@@ -37,6 +43,8 @@ def resolve_models(cfg: Any, teachers: dict[str, BackendConfig]) -> dict[str, Ba
         if "adapter" not in type(first).model_fields:
             raise ConfigError(f"eval: adapters need a backend that loads them (local); '{first_name}' is {first.backend}")
         for adapter in cfg.adapters:
+            if run_dir is not None and not Path(adapter).is_absolute() and (Path(run_dir) / adapter).exists():
+                adapter = str(Path(run_dir) / adapter)
             name = f"{first_name}+{model_name(adapter.rstrip('/'))}"
             out[name] = first.model_copy(update={"adapter": adapter})
     return out

@@ -96,7 +96,7 @@ def run_eval(ctx: Any, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
     """Generate, verify and score every (model, benchmark); write the outputs to ``out_dir``; return results."""
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    models = resolve_models(cfg, ctx.teachers)
+    models = resolve_models(cfg, ctx.teachers, ctx.run_dir)
     for name, config in models.items():
         if name in ctx.teachers and ctx.teachers[name] != config:
             raise ConfigError(f"eval: model '{name}' clashes with a recipe teacher of that name but another config")

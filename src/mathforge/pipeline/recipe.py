@@ -101,7 +101,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path | None = None, *, only: list[
     run_dir = Path(run_dir or recipe.run_dir or Path("runs") / recipe.name)
     ctx = RunContext(run_dir, teachers=recipe.teachers, seed=recipe.seed)
     (run_dir / "recipe.yaml").write_text(dump_yaml(recipe.effective()), encoding="utf-8")
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     try:
         for name, stage_id, cfg in recipe.stages:
             if only and name not in only and stage_id not in only:
@@ -113,7 +113,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path | None = None, *, only: list[
             metrics = stage.run(ctx, cfg) or {}
             metrics["seconds"] = round(time.perf_counter() - ts, 3)
             ctx.metrics[stage_id] = metrics
-        summary = build_summary(ctx, wall=time.perf_counter() - t0)
+        summary = build_summary(ctx, wall=time.perf_counter() - t0, started=started)
         write_summary(run_dir, summary)
         return summary
     finally:

@@ -224,6 +224,13 @@ class Ledger:
         with self._lock:
             return dict(self._conn.execute("SELECT status, COUNT(*) FROM requests GROUP BY status").fetchall())
 
+    def answered_since(self, since: float) -> int:
+        """How many requests got their response at or after ``since`` (epoch seconds): what a run actually sent."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT COUNT(*) FROM requests WHERE status='ok' AND updated >= ?", (since,)
+            ).fetchone()[0]
+
     def usage(self) -> dict[str, dict[str, int]]:
         """Tokens and requests per teacher over answered requests."""
         with self._lock:
