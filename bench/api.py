@@ -188,13 +188,13 @@ def main() -> None:
             return r["ok"] / r["seconds"] * 60 if n else 0.0
 
         server.configure()
-        s1 = run_client("mathforge", server.url, 2000, {"max_concurrency": 768})
+        s1 = run_client("mathforge", server.url, 2000, {"max_concurrency": 1024})
         st1 = server.stats()
         print("S1 mathforge", s1, st1, flush=True)
         server.configure()
         b1 = run_client("baseline", server.url, 2000)
         print("S1 baseline", b1, flush=True)
-        rows.append(("S1 no limit, 2,000 req", "mathforge (cap 768)", f"{exmin(s1, 2000):,.0f}", f"{s1['peak_rss_mb']:.0f}",
+        rows.append(("S1 no limit, 2,000 req", "mathforge (cap 1024)", f"{exmin(s1, 2000):,.0f}", f"{s1['peak_rss_mb']:.0f}",
                      f"ok {s1['ok']}, failed {s1['failed']}, server peak in flight {st1['peak_in_flight']}"))
         rows.append(("S1 no limit, 2,000 req", "AsyncOpenAI + semaphore(64)", f"{exmin(b1, 2000):,.0f}",
                      f"{b1['peak_rss_mb']:.0f}", f"ok {b1['ok']}, failed {b1['failed']}"))
@@ -221,9 +221,9 @@ def main() -> None:
 
         if not args.skip_20k:
             server.configure()
-            s20 = run_client("mathforge", server.url, 20000, {"max_concurrency": 768})
+            s20 = run_client("mathforge", server.url, 20000, {"max_concurrency": 1024})
             print("S1-20k", s20, flush=True)
-            rows.append(("S1 no limit, 20,000 req", "mathforge (cap 768)", f"{exmin(s20, 20000):,.0f}",
+            rows.append(("S1 no limit, 20,000 req", "mathforge (cap 1024)", f"{exmin(s20, 20000):,.0f}",
                          f"{s20['peak_rss_mb']:.0f}", f"ok {s20['ok']}, failed {s20['failed']}"))
     finally:
         server.close()

@@ -6,6 +6,8 @@ import math
 import re
 from typing import Any
 
+from mathforge.verify.extract import braced_at
+
 _BOX = re.compile(r"\\(?:boxed|fbox)\b\s*")
 
 
@@ -25,26 +27,8 @@ def last_boxed(text: str) -> str | None:
     matches = list(_BOX.finditer(text))
     if not matches:
         return None
-    start = matches[-1].end()
-    if not text.startswith("{", start):
-        # "\boxed 2$" (two rows of MATH train): the argument is one token, up to a space or the closing "$".
-        token = re.match(r"[^\s$]+", text[start:])
-        return token.group(0) if token else None
-    depth, i = 0, start
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2  # an escaped brace (\{ or \}) is content, not structure
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                content = text[start + 1 : i].strip()
-                return content or None
-        i += 1
-    return None
+    found = braced_at(text, matches[-1].end())
+    return (found[0].strip() or None) if found else None
 
 
 def number_text(value: Any) -> str | None:

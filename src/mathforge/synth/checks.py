@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from mathforge.verify.extract import balanced_braces
+
 _PROBLEM = re.compile(r"(?im)^[ \t>#*_]*(?:new |rewritten |the )?problem[ \t*_]*(?:\d+[ \t]*)?:[ \t*_]*")
 _END = re.compile(
     r"(?im)^[ \t>#*_]*(?:solution|answer|final answer|explanation|hints?|steps?|reasoning|note)\b[ \t*_]*[:.]"
@@ -46,15 +48,6 @@ def malformed(problem: str, *, min_chars: int, max_chars: int) -> str | None:
         return "malformed: asks nothing (no question mark or question word)"
     if _GIVEN_ANSWER.search(problem):
         return "malformed: states its own answer"
-    if not _balanced(problem):
+    if not balanced_braces(problem):
         return "malformed: unbalanced braces"
     return None
-
-
-def _balanced(text: str) -> bool:
-    depth = 0
-    for c in text.replace("\\{", "").replace("\\}", ""):
-        depth += (c == "{") - (c == "}")
-        if depth < 0:
-            return False
-    return depth == 0

@@ -39,13 +39,23 @@ def boxed_contents(text: str) -> list[tuple[str, int, int]]:
     """The last few ``\\boxed{}``/``\\fbox{}`` in order, as ``(content, start, end)`` (unclosed ones skipped)."""
     found: list[tuple[str, int, int]] = []
     for m in list(_BOX_START.finditer(text))[-_MAX_BOXES_TRIED:]:
-        content = _braced(text, m.end())
+        content = braced_at(text, m.end())
         if content is not None:
             found.append((content[0], m.start(), content[1]))
     return found
 
 
-def _braced(text: str, pos: int) -> tuple[str, int] | None:
+def balanced_braces(text: str) -> bool:
+    """Whether every ``{`` has its ``}`` in order (escaped ``\\{``/``\\}`` are content, not structure)."""
+    depth = 0
+    for c in text.replace("\\{", "").replace("\\}", ""):
+        depth += (c == "{") - (c == "}")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def braced_at(text: str, pos: int) -> tuple[str, int] | None:
     """Read ``{...}`` starting at ``pos`` with nesting (or one bare token as in ``\\boxed 5``)."""
     if pos >= len(text):
         return None

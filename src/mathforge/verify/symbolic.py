@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 
+from mathforge.verify.extract import balanced_braces
 from mathforge.verify.normalize import latex_tidy
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -30,15 +31,6 @@ def wrap_answer(ans: str) -> str:
     return f"${ans}$"
 
 
-def _balanced(s: str) -> bool:
-    depth = 0
-    for c in s.replace("\\{", "").replace("\\}", ""):
-        depth += (c == "{") - (c == "}")
-        if depth < 0:
-            return False
-    return depth == 0
-
-
 def parse_side(text: str, raw: bool) -> list:
     """math-verify parse of one side; ``raw`` means a whole solution text (math-verify's extraction finds the answer)."""
     from math_verify import parse
@@ -46,7 +38,7 @@ def parse_side(text: str, raw: bool) -> list:
     parsed = parse(latex_tidy(text) if raw else wrap_answer(text), parsing_timeout=None)  # type: ignore[arg-type]
     if not parsed and not raw:
         parsed = parse(text, parsing_timeout=None)  # type: ignore[arg-type]
-    if len(parsed) == 2 and isinstance(parsed[1], str) and not _balanced(parsed[1]):
+    if len(parsed) == 2 and isinstance(parsed[1], str) and not balanced_braces(parsed[1]):
         return []  # truncated parse: trusting it caused 1+1/e == 1
     return parsed
 
