@@ -123,7 +123,7 @@ def report(a: argparse.Namespace, chunks: list[dict[str, Any]], wall: float, sto
         "# bench/improve: verifier-grounded refinement vs resampling (GSM8K train, local teacher)",
         "",
         f"Ran `python bench/improve.py {' '.join(a.argv)}` on {platform.machine()}, "
-        f"{os.cpu_count()} cores shared with other jobs, torch threads {a.threads}; wall {wall:,.0f} s.",
+        f"{os.cpu_count()} cores, torch threads {a.threads}; wall {wall:,.0f} s.",
         "",
         f"**What ran:** the first {n} of the {a.problems} problems asked for ({len(chunks)} chunk(s) of {a.chunk}; "
         f"{stopped}). Teacher `{a.model}` (SmolLM2-135M-Instruct, Q4_1 GGUF de-quantised to float32, CPU), prompt "
