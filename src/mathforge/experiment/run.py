@@ -1,0 +1,192 @@
+"""Does training on the base model's own verified samples make it better? Arms from one base, one budget, one test.
+
+Arms, each a LoRA on the same base with the same steps, batch and number of training rows, scored greedily on the
+same held-out problems (and an out-of-domain benchmark):
+
+- ``base``: no training.
+- ``rft``: k samples per training problem from the base → verify → curate (filters, dedup, RFT distinct reasoning
+  paths with every arithmetic step checked). Its row count N sets every arm's.
+- ``control``: the same samples without the verifier: curate with ``only_correct`` off and no step check or RFT
+  selection (format filters stay: truncated, no answer, repetition), then N drawn at random. What a pipeline without a
+  verifier would train on.
+- ``reference``: N of the generator's own reference solutions (the ``reference_sft`` rows).
+
+Everything goes through mathforge's stages: generation and eval through the ledger (a rerun sends nothing), training
+through the train stage's resumable checkpoints (a finished arm is skipped), the report through ``build_report``.
+Layout of the run directory: ``problems.parquet``, ``generate.parquet``, ``verified.parquet``, ``rejected.parquet``,
+``<arm>/{export,train}``, ``eval/``, ``experiment.json`` (the funnel and every arm's data and training numbers),
+``report/``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from mathforge.backends.local import LocalConfig
+from mathforge.curate.decontam import DecontamConfig
+from mathforge.curate.filters import FilterConfig
+from mathforge.curate.rft import RFTConfig
+from mathforge.curate.stage import CurateConfig, curate
+from mathforge.datasets import load
+from mathforge.evaluate.config import EvalConfig
+from mathforge.evaluate.runner import run_eval
+from mathforge.experiment.config import TRAIN_DEFAULTS, ExperimentConfig
+from mathforge.export import ExportConfig, export
+from mathforge.generate import GenerateConfig, collect_samples, plan_requests, run_generation
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.progress import console
+from mathforge.prompts import get_prompt
+from mathforge.records import Problem
+from mathforge.summary import build_summary, write_summary
+from mathforge.train.config import TrainConfig
+from mathforge.train.reference import ReferenceSFTConfig, reference_samples
+from mathforge.verify.stage import VerifyConfig, run_verify_stage
+
+BASE = "base"
+PROMPT = "cot"  # the prompt of sampling and eval; the exports train in its context (its system message)
+
+
+def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Run (or resume) every arm; returns what ``experiment.json`` holds, with the eval results under ``eval``."""
+    run_dir = Path(cfg.run_dir)
+    teacher = LocalConfig(model=cfg.model, batch_size=cfg.batch_size, threads=cfg.threads)
+    ctx = RunContext(run_dir, teachers={BASE: teacher}, seed=cfg.seed)
+    t0 = time.perf_counter()
+    try:
+        problems = _problems(cfg)
+        ctx.write_problems("problems", problems)
+        samples, gen = _sample(ctx, cfg, problems)
+        data, funnel = arm_data(cfg, problems, samples, ctx)
+        arms: dict[str, Any] = {}
+        for arm in cfg.arms:
+            arms[arm] = _train_arm(cfg, run_dir / arm, data[arm])
+        doc = {"config": cfg.model_dump(mode="json"), "generation": gen, "funnel": funnel, "arms": arms}
+        _write_json(run_dir / "experiment.json", doc)
+        doc["eval"] = _evaluate(ctx, cfg, run_dir)
+        doc["seconds"] = round(time.perf_counter() - t0, 1)
+        _write_json(run_dir / "experiment.json", {k: v for k, v in doc.items() if k != "eval"})
+        # The run summary in the stages' own terms, so the report's funnel reads samples → verified → distinct
+        # (curated) → trained on (exported, per arm).
+        ctx.metrics.update({
+            "load": {"problems": len(problems)},
+            "generate": {**gen, "samples": funnel["samples"]},
+            "verify": {"samples": funnel["samples"], "correct": funnel["verified"]},
+            "curate": {"accepted": funnel["distinct"], "problems_out": funnel["problems_solved"]},
+            "export": {"accepted": funnel["rows_per_arm"]},
+        })
+        write_summary(run_dir, build_summary(ctx, wall=time.perf_counter() - t0))
+    finally:
+        ctx.close()
+    if cfg.report:
+        from mathforge.report.build import build_report
+
+        build_report([run_dir], run_dir / "report", title="mathforge self-improvement experiment",
+                     contrasts=contrasts(cfg.arms))
+    return doc
+
+
+def contrasts(arms: list[str]) -> list[tuple[str, str]]:
+    """The paired comparisons the experiment reports besides each arm vs base: RFT vs each other trained arm."""
+    return [("rft", other) for other in arms if other != "rft"] if "rft" in arms else []
+
+
+def _problems(cfg: ExperimentConfig) -> list[Problem]:
+    spec = cfg.train_set
+    problems = list(load(spec.name, spec.path, split=spec.split, limit=spec.limit))
+    for p in problems:
+        p.meta.setdefault("prompt", PROMPT)
+    return problems
+
+
+def _sample(ctx: RunContext, cfg: ExperimentConfig, problems: list[Problem]) -> tuple[list[dict], dict[str, Any]]:
+    """k samples per training problem from the base (through the ledger), verified; both tables written."""
+    gen_cfg = GenerateConfig(teachers=[BASE], k=cfg.k, prompt=PROMPT, temperature=cfg.temperature, top_p=cfg.top_p,
+                             max_tokens=cfg.max_tokens)
+    planned = plan_requests(ctx, problems, gen_cfg)
+    gen = run_generation(ctx, planned)
+    rows, missing = collect_samples(ctx.ledger, planned)
+    if missing:
+        raise RuntimeError(f"{missing} of {len(planned)} samples have no answer in the ledger; rerun to send them")
+    ctx.write_samples("generate", rows)
+    rows = run_verify_stage(rows, VerifyConfig())
+    ctx.write_samples("verified", rows)
+    return rows, {k: gen.get(k) for k in ("requests", "sent", "cached", "new_tokens_out", "gen_seconds", "tokens_per_s")}
+
+
+def arm_data(cfg: ExperimentConfig, problems: list[Problem], samples: list[dict[str, Any]],
+             ctx: RunContext | None = None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """Each arm's training samples (all of the same count N) and the funnel of how they were chosen."""
+    no_decontam = DecontamConfig(enabled=False)  # the test set is disjoint by construction (see synth/family.py)
+    rft = curate(samples, CurateConfig(decontam=no_decontam, rft=RFTConfig(enabled=True)))
+    unverified = curate(samples, CurateConfig(decontam=no_decontam, filters=FilterConfig(only_correct=False),
+                                              rft=RFTConfig(enabled=False)))
+    if ctx is not None:
+        ctx.reject("curate-rft", rft.rejected)
+    n = cfg.rows or len(rft.kept)
+    if n == 0:
+        raise RuntimeError("RFT kept no sample: the base solved none of the training problems; use more problems or k")
+    rng = random.Random(cfg.seed)
+    refs, _ = reference_samples(problems, ReferenceSFTConfig())
+    data = {
+        "rft": _subset(rft.kept, n, rng),
+        "control": _subset(unverified.kept, n, rng),
+        "reference": _subset(refs, n, rng),
+    }
+    correct = sum(1 for s in samples if s.get("correct") is True)
+    funnel = {
+        "problems": len(problems),
+        "samples": len(samples),
+        "verified": correct,
+        "problems_solved": len({s["problem_id"] for s in samples if s.get("correct") is True}),
+        "distinct": len(rft.kept),
+        "rft_funnel": rft.funnel.to_dict(),
+        "unverified_pool": len(unverified.kept),
+        "unverified_funnel": unverified.funnel.to_dict(),
+        "rows_per_arm": n,
+        "control_correct": sum(1 for s in data["control"] if s.get("correct") is True),
+    }
+    return data, funnel
+
+
+def _subset(rows: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """``n`` rows in their original order (all of them when there are fewer), drawn with the experiment's seed."""
+    if len(rows) <= n:
+        return list(rows)
+    keep = sorted(rng.sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
+
+
+def _train_arm(cfg: ExperimentConfig, arm_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Export the arm's rows (chat, in the eval prompt's context) and train its LoRA; resumes or skips when done."""
+    from mathforge.train.sft import train
+
+    export_cfg = ExportConfig(formats=["jsonl"], styles=["chat"], system_prompt=get_prompt(PROMPT).system,
+                              only_correct=False, validation_fraction=0.0, card=False)
+    counts = export(rows, arm_dir / "export", export_cfg, seed=cfg.seed)
+    train_cfg = TrainConfig(**{"model": cfg.model, **TRAIN_DEFAULTS, **cfg.train,
+                               "data": str(arm_dir / "export"), "output_dir": str(arm_dir / "train")})
+    console.log(f"[bold cyan]train {arm_dir.name}[/] on {counts['train']['rows']} rows …")
+    metrics = train(train_cfg, seed=cfg.seed)
+    keep = ("global_step", "first_loss", "last_loss", "train_loss", "tokens_seen", "train_seconds",
+            "tokens_per_second", "peak_rss_gb", "cached", "masking")
+    return {"rows": counts["train"]["rows"], "problems": counts["train"]["problems"],
+            "correct_rows": sum(1 for r in rows if r.get("correct") is True),
+            "adapter": str(arm_dir / "train" / "adapter"), **{k: metrics.get(k) for k in keep}}
+
+
+def _evaluate(ctx: RunContext, cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
+    """Base and every arm, greedy, on the test set and the out-of-domain benchmark, in one eval (paired deltas)."""
+    benchmarks = [cfg.test] + ([cfg.ood] if cfg.ood else [])
+    eval_cfg = EvalConfig(models=[BASE], adapters={arm: str(run_dir / arm / "train" / "adapter") for arm in cfg.arms},
+                          benchmarks=benchmarks, max_tokens=cfg.max_tokens, prompt=PROMPT, seed=cfg.seed)
+    return run_eval(ctx, eval_cfg, run_dir / "eval")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    tmp.replace(path)
