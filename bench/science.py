@@ -10,7 +10,7 @@ skipped, an interrupted arm continues from its last checkpoint. A rerun of a fin
 from the ledger and the saved adapters without generating or training anything.
 
 Writes bench/results/science.md (and the run's report under <run-dir>/report/).
-Usage: nice -n 10 python bench/science.py [--run-dir runs/science] [--train-problems 150] [--k 4] [--steps 24]
+Usage: nice -n 10 python bench/science.py [--run-dir runs/science] [--train-problems 100] [--k 4] [--steps 16]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from mathforge.evaluate.compare import comparison_rows, find_results, fmt_delta, fmt_score  # noqa: E402
 from mathforge.evaluate.config import BenchmarkSpec  # noqa: E402
-from mathforge.experiment import TRAIN_DEFAULTS, ExperimentConfig, run_experiment  # noqa: E402
+from mathforge.experiment import ARMS, TRAIN_DEFAULTS, ExperimentConfig, run_experiment  # noqa: E402
 from mathforge.store import read_rows  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "science.md"
@@ -77,6 +77,7 @@ def config(a: argparse.Namespace) -> ExperimentConfig:
         ood=BenchmarkSpec(name="svamp", path="bundled:svamp-100", split="test", limit=a.ood_problems)
         if a.ood_problems else None,
         train={"max_steps": a.steps, "batch_size": a.train_batch, "learning_rate": a.lr},
+        arms=a.arms, steps=a.only, eval_base=not a.no_eval_base,
     )
 
 
@@ -196,24 +197,33 @@ def main() -> None:
     ap.add_argument("--run-dir", default="runs/science")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=32, help="generation batch")
-    ap.add_argument("--train-problems", type=int, default=150)
+    ap.add_argument("--batch-size", type=int, default=16, help="generation batch")
+    ap.add_argument("--train-problems", type=int, default=100)
     ap.add_argument("--test-problems", type=int, default=300)
-    ap.add_argument("--ood-problems", type=int, default=100)
+    ap.add_argument("--ood-problems", type=int, default=50)
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["max_steps"])
     ap.add_argument("--train-batch", type=int, default=TRAIN_DEFAULTS["batch_size"])
     ap.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["learning_rate"])
+    ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--only", nargs="+", default=["sample", "train", "eval"], choices=["sample", "train", "eval"],
+                    help="run only these steps (e.g. arms side by side in separate processes); the results file is "
+                    "written by a full run, which reuses everything done before")
+    ap.add_argument("--no-eval-base", action="store_true", help="eval step: score the arms only")
     ap.add_argument("--reading", default="", help="the interpretation paragraph written into the results file")
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args()
     a.command = "python bench/science.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()
         if k not in ("reading", "out", "command") and v != ap.get_default(k))
+    partial = set(a.only) != {"sample", "train", "eval"} or a.no_eval_base or set(a.arms) != set(ARMS)
     t0 = time.perf_counter()
     with LoadSampler() as loads:
         doc = run_experiment(config(a))
+    if partial:
+        print(f"partial run ({' '.join(a.only)}; arms {' '.join(a.arms)}) done in {time.perf_counter() - t0:.0f} s")
+        return
     text = write_markdown(a, doc, time.perf_counter() - t0, loads.values)
     Path(a.out).write_text(text, encoding="utf-8")
     print(text)

@@ -9,12 +9,21 @@ import pytest
 from mathforge.evaluate.config import BenchmarkSpec
 from mathforge.experiment import ExperimentConfig, arm_data, run_experiment
 from tests.conftest import requires_smollm2
+from tests.test_train import smol_dir  # noqa: F401  (the embedded model as a plain directory: loads in 0.2 s)
 
 
-def tiny(run_dir) -> ExperimentConfig:
+def easy_pool(path) -> str:
+    """Three sums so easy that the 135M base gets some of its samples right, so RFT has rows to keep."""
+    rows = [{"id": f"easy/{i}", "question": f"What is {a} + {b}?", "answer": f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}"
+             f"\n#### {a + b}", "kind": "add"} for i, (a, b) in enumerate([(2, 3), (4, 4), (1, 6)])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def tiny(run_dir, model: str) -> ExperimentConfig:
     return ExperimentConfig(
-        run_dir=str(run_dir), batch_size=8, k=2, max_tokens=24, rows=3,
-        train_set=BenchmarkSpec(name="arith", path="bundled:arith-train", split="train", limit=3),
+        run_dir=str(run_dir), model=model, batch_size=12, k=4, max_tokens=32, rows=3,
+        train_set=BenchmarkSpec(name="arith", path=easy_pool(run_dir.parent / "easy.jsonl"), split="train"),
         test=BenchmarkSpec(name="arith", path="bundled:arith-test", split="test", limit=3),
         ood=BenchmarkSpec(name="svamp", path="bundled:svamp-100", split="test", limit=2),
         train={"max_steps": 2, "batch_size": 2, "save_steps": 1, "max_seq_length": 128},
@@ -42,11 +51,11 @@ def test_arm_data_has_equal_counts_and_the_control_ignores_the_verdict():
 
 @requires_smollm2
 @pytest.mark.slow
-def test_tiny_experiment_trains_every_arm_scores_and_reports(tmp_path):
-    cfg = tiny(tmp_path / "science")
+def test_tiny_experiment_trains_every_arm_scores_and_reports(tmp_path, smol_dir):  # noqa: F811
+    cfg = tiny(tmp_path / "science", smol_dir)
     doc = run_experiment(cfg)
     run = tmp_path / "science"
-    assert doc["funnel"]["samples"] == 6
+    assert doc["funnel"]["samples"] == 12 and 1 <= doc["funnel"]["distinct"] <= doc["funnel"]["verified"]
     for arm in ("rft", "control", "reference"):
         info = doc["arms"][arm]
         assert info["global_step"] == 2 and info["rows"] == doc["funnel"]["rows_per_arm"]

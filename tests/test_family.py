@@ -52,7 +52,7 @@ def test_shipped_files_are_the_generator_output(tmp_path):
         assert paths[split].read_bytes() == bundled_path(f"arith-{split}").read_bytes()
     train = list(load("arith", "bundled:arith-train"))
     test = list(load("arith", "bundled:arith-test"))
-    assert len(train) == 300 and len(test) == 300
+    assert len(train) == 200 and len(test) == 300
     assert test[0].id == "arith/test/0" and test[0].meta["kind"] in {k.name for k in KINDS}
     assert not {p.question for p in train} & {p.question for p in test}
     ref = reference_text(test[0], ReferenceSFTConfig())

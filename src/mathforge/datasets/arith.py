@@ -1,8 +1,8 @@
 """arith: the seeded word-problem family of ``mathforge.synth.family`` (one- and two-step, small numbers).
 
 Rows are GSM8K-shaped (``question``, ``answer`` ending in ``#### N``) plus the problem's ``kind``, ``steps`` and
-``numbers``; the bundled copies are ``bundled:arith-train`` and ``bundled:arith-test`` (seed 0, 300 problems each,
-disjoint in their arithmetic), and ``write_family`` makes other seeds and sizes.
+``numbers``; the bundled copies are ``bundled:arith-train`` and ``bundled:arith-test`` (seed 0, 200 train and 300
+test problems, disjoint in their arithmetic), and ``write_family`` makes other seeds and sizes.
 """
 
 from __future__ import annotations
