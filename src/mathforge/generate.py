@@ -24,7 +24,7 @@ from mathforge.pipeline.progress import console, progress_bar
 from mathforge.pipeline.stages import Stage
 from mathforge.prompts import build_messages, get_prompt
 from mathforge.records import Problem, Sample
-from mathforge.store.ledger import FAILED, OK, PENDING, Ledger, request_key
+from mathforge.store.ledger import FAILED, IN_BATCH, OK, PENDING, Ledger, request_key
 
 
 class GenerateConfig(StrictModel):
@@ -108,13 +108,26 @@ def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False)
     status = ledger.statuses([p.request.key for p in planned])
     todo: dict[str, list[GenRequest]] = {}
     seen: set[str] = set()
+    # A batch teacher also gets its requests already in provider batches: it collects them (never re-submits).
+    batched = {t for t in {p.teacher for p in planned} if getattr(ctx.backend(t), "resumes_batches", False)}
+    in_batches = 0
     for p in planned:
-        if status.get(p.request.key) == PENDING and p.request.key not in seen:
+        st = status.get(p.request.key)
+        if p.request.key in seen:
+            continue
+        if st == PENDING or (st in IN_BATCH and p.teacher in batched):
             seen.add(p.request.key)
             todo.setdefault(p.teacher, []).append(p.request)
+        elif st in IN_BATCH:
+            in_batches += 1
+    if in_batches:
+        console.log(f"[yellow]{in_batches} requests are in provider batches of a teacher now online; "
+                    "`mathforge status RUN_DIR` collects them (they are never sent twice)")
     cached = sum(1 for s in status.values() if s == OK)
     failed_before = sum(1 for s in status.values() if s == FAILED)
     metrics: dict[str, Any] = {"requests": len(planned), "cached": cached, "sent": sum(map(len, todo.values()))}
+    if in_batches:
+        metrics["in_batches"] = in_batches
     if failed_before:
         console.log(f"[yellow]{failed_before} requests failed earlier; `mathforge retry RUN_DIR` re-sends them")
     if not todo:
