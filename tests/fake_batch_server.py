@@ -64,6 +64,7 @@ class FakeBatchAPI:
         self.requests: dict[str, list[dict[str, Any]]] = {}  # batch id -> its parsed request lines
         self.submissions: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
+        self.online: Counter[str] = Counter()  # online chat calls per ledger key prefix
         self.reached: set[str] = set()
         self._released = asyncio.Event() if _loop_running() else None
         self._seq = 0
@@ -275,6 +276,14 @@ class FakeBatchAPI:
                                   "first_id": page[0]["id"] if page else None,
                                   "last_id": page[-1]["id"] if page else None})
 
+    async def chat(self, request: web.Request) -> web.Response:
+        """The online endpoint on the same base URL (as real providers have): counted per ledger key prefix."""
+        self._auth(request)
+        body = await request.json()
+        for k in (request.headers.get("x-mathforge-keys") or "").split(","):
+            self.online[k] += 1
+        return web.json_response(self._completion({"custom_id": "online", "body": body}))
+
     async def admin_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
 
@@ -287,6 +296,7 @@ class FakeBatchAPI:
         app.router.add_get("/v1/batches", self.list_batches)
         app.router.add_get("/v1/batches/{bid}", self.get_batch)
         app.router.add_post("/v1/batches/{bid}/cancel", self.cancel_batch)
+        app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/admin/stats", self.admin_stats)
         return app
 

@@ -157,3 +157,50 @@ def test_old_ledger_is_migrated_in_place(tmp_path):
         store = BatchStore(ledger)
         assert ledger.get("k1").text == "hi" and store.open_batches() == []
         assert ledger.query("SELECT batch_id FROM requests") == [(None,)]
+
+
+def test_retry_online_resends_batch_failures_through_the_online_path(server, tmp_path):
+    """`mathforge retry RUN --mode online`: batch failures re-sent as ordinary chat calls, never as a batch."""
+    from typer.testing import CliRunner
+
+    from mathforge.cli.main import app
+
+    api = server.configure(BatchServerConfig(error_rate=0.4))
+    ctx = context(tmp_path, server.url, 12)
+    run(ctx)
+    failed = {r.key for r in ctx.ledger.rows(status="failed")}
+    assert failed
+    t = teacher(server.url)
+    (tmp_path / "run" / "recipe.yaml").write_text(json.dumps({
+        "name": "b", "teachers": {"t": t}, "stages": [{"generate": {"k": 1, "max_tokens": 32, "prompt": "cot"}}]}))
+    ctx.close()
+    res = CliRunner().invoke(app, ["retry", str(tmp_path / "run"), "--mode", "online"])
+    assert res.exit_code == 0, res.output
+    assert dict(api.online) == {k[:16]: 1 for k in failed}
+    assert server.call(api.stats)["submissions"] == 12  # nothing more went through the batch API
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
+        assert ledger.counts() == {"ok": 12}
+        costs = read_costs(ledger.path, {"t": parse_teacher("t", t, "t")})["t"]
+        assert costs.answered_in_batch == 12 - len(failed)
+
+
+def test_status_command_collects_batches_a_run_left_in_flight(server, tmp_path):
+    from typer.testing import CliRunner
+
+    from mathforge.cli.main import app
+
+    api = server.configure(BatchServerConfig(in_progress_s=0.6))
+    ctx = context(tmp_path, server.url, 6, max_wait=0)
+    with pytest.raises(BatchesInFlight):
+        run(ctx)
+    ctx.close()
+    (tmp_path / "run" / "recipe.yaml").write_text(json.dumps({
+        "name": "b", "teachers": {"t": teacher(server.url)}, "stages": []}))
+    first = CliRunner().invoke(app, ["status", str(tmp_path / "run"), "--no-collect"])
+    assert first.exit_code == 75 and "submitted" in first.output
+    res = CliRunner().invoke(app, ["status", str(tmp_path / "run"), "--wait"])
+    assert res.exit_code == 0, res.output
+    assert "collected 6 results" in res.output and "cost (USD)" in res.output
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
+        assert ledger.counts() == {"ok": 6}
+    assert server.call(api.stats)["submissions"] == 6

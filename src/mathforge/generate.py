@@ -243,8 +243,10 @@ class GenerateStage(Stage):
         }
 
 
-def retry_failed_requests(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Re-send only the requests a run recorded as failed: its generate stages again, with ``retry_failed``."""
+def retry_failed_requests(run_dir: str | Path, mode: str | None = None) -> dict[str, dict[str, Any]]:
+    """Re-send only the requests a run recorded as failed: its generate stages again, with ``retry_failed``.
+
+    ``mode`` ("online" or "batch") overrides the mode of every teacher that has one, for this retry only."""
     from mathforge.pipeline.context import RunContext
     from mathforge.pipeline.recipe import load_recipe
 
@@ -252,6 +254,13 @@ def retry_failed_requests(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         raise ConfigError(f"{run_dir}: no recipe.yaml here; `mathforge retry` takes a run directory")
     recipe = load_recipe(str(path))
+    if mode is not None:
+        for name, cfg in recipe.teachers.items():
+            if "mode" in type(cfg).model_fields:
+                allowed = type(cfg).model_fields["mode"].annotation
+                if mode not in getattr(allowed, "__args__", (mode,)):
+                    raise ConfigError(f"teacher {name}: backend {cfg.backend} has no mode '{mode}'")
+                recipe.teachers[name] = cfg.model_copy(update={"mode": mode})
     ctx = RunContext(run_dir, teachers=recipe.teachers, seed=recipe.seed)
     out: dict[str, dict[str, Any]] = {}
     try:

@@ -322,11 +322,11 @@ class BatchRunner:
     # -- the live view -------------------------------------------------------------------------------------------
     def line(self) -> str:
         open_ = self.store.open_batches(self.teacher)
-        s = f"batches in flight {len(open_)} ({sum(b.n for b in open_)} req) " + self.stats.line()
-        worst = sum(b.reserved for b in open_)
-        if worst:
-            s += f" in flight ≤${worst:,.2f}"
-        return s
+        st = self.stats
+        s = f"batches in flight {len(open_)} ({sum(b.n for b in open_)} req) failed {st.failed}"
+        if st.spend or st.prior_spend or open_:
+            s += f" spent ${st.spend + st.prior_spend:,.2f} + in flight ≤${sum(b.reserved for b in open_):,.2f}"
+        return s + (f" [{st.stopped}]" if st.stopped else "")
 
     def _progress(self) -> None:
         if self.on_progress is not None:
