@@ -32,7 +32,8 @@ def parse_teacher(name: str, data: Any, where: str) -> BackendConfig:
 
 
 def make_backend(name: str, config: BackendConfig) -> Backend:
-    return backend_class(config.backend)(name, config)
+    cls = backend_class(config.backend)
+    return cls.for_config(config)(name, config)
 
 
 __all__ = [
