@@ -218,3 +218,27 @@ def test_status_command_collects_batches_a_run_left_in_flight(server, tmp_path):
     with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
         assert ledger.counts() == {"ok": 6}
     assert server.call(api.stats)["submissions"] == 6
+
+
+def test_report_shows_batch_prices_spend_and_projection(server, tmp_path):
+    from mathforge.report.build import build_report
+
+    server.configure(BatchServerConfig())
+    ctx = context(tmp_path, server.url, 6)
+    run(ctx)
+    ctx.close()
+    t = teacher(server.url) | {"budget": 5.0}
+    (tmp_path / "run" / "recipe.yaml").write_text(json.dumps({"name": "b", "teachers": {"t": t}, "stages": []}))
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:  # two more planned but never sent
+        ledger.register([("k-a", "t", "fake-batch", {"messages": [{"role": "user", "content": "x" * 400}],
+                                                     "params": {"max_tokens": 32}}),
+                         ("k-b", "t", "fake-batch", {"messages": [{"role": "user", "content": "y" * 400}],
+                                                     "params": {"max_tokens": 32}})])
+    metrics = build_report([tmp_path / "run"], tmp_path / "report")
+    u = metrics["runs"][0]["usage"]["t"]
+    assert u["mode"] == "batch" and u["in_batch"] == 6 and u["pending"] == 2 and u["budget"] == 5.0
+    assert u["cost"] == pytest.approx((u["tokens_in"] * 2.0 + u["tokens_out"] * 8.0) / 1e6 * 0.5)
+    # pending: 2 × (400/4 + 8 in at $2, 24 out (the mean so far) at $8) at half price
+    assert u["projected"] == pytest.approx(u["cost"] + 2 * (108 * 2.0 + 24 * 8.0) / 1e6 * 0.5)
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="cost"' in html and "×0.5" in html and "$2 / $8" in html

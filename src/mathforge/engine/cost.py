@@ -59,7 +59,8 @@ def teacher_costs(conn: sqlite3.Connection, teachers: Mapping[str, Any]) -> dict
     in_batch = "batch_id IS NOT NULL" if "batch_id" in cols else "0"
     rows = conn.execute(
         f"SELECT teacher, status, {in_batch}, COUNT(*), COALESCE(SUM(tokens_in),0), COALESCE(SUM(tokens_out),0), "
-        "COALESCE(SUM(LENGTH(json_extract(request, '$.messages'))),0), "
+        "COALESCE(SUM((SELECT SUM(LENGTH(json_extract(m.value, '$.content'))) "
+        "FROM json_each(requests.request, '$.messages') AS m)),0), "
         "COALESCE(SUM(json_extract(request, '$.params.max_tokens')),0) FROM requests GROUP BY 1, 2, 3"
     ).fetchall()
     out: dict[str, TeacherCost] = {}

@@ -89,7 +89,9 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "breakdowns": _breakdowns(sets),
         "plots": {name: f"{name}.png" for name, ok in drawn.items() if ok},
         "usage": [{"teacher": t, **{k: _fmt(k, v) for k, v in u.items()},
-                   "cost": "-" if u["cost"] is None else f"${u['cost']:.4f}"} for t, u in _keyed(data, "usage").items()],
+                   **{k: "-" if u.get(k) is None else f"${u[k]:,.4f}" for k in ("cost", "projected", "budget")}}
+                  for t, u in _keyed(data, "usage").items()],
+        "batch_costs": any("mode" in u for u in _keyed(data, "usage").values()),
         "funnel": [{"run": d.name, "steps": d.funnel} for d in data if d.funnel],
         "rejected": sorted(((f"{d.name}: {s}" if len(data) > 1 else s, reason, n)
                             for d in data for (s, reason), n in d.rejected.items()), key=lambda x: -x[2]),
