@@ -208,8 +208,8 @@ def test_status_command_collects_batches_a_run_left_in_flight(server, tmp_path):
     with pytest.raises(BatchesInFlight):
         run(ctx)
     ctx.close()
-    (tmp_path / "run" / "recipe.yaml").write_text(json.dumps({
-        "name": "b", "teachers": {"t": teacher(server.url)}, "stages": []}))
+    (tmp_path / "run" / "recipe.yaml").write_text(json.dumps({  # as the run wrote it: max_wait 0
+        "name": "b", "teachers": {"t": teacher(server.url, max_wait=0)}, "stages": []}))
     first = CliRunner().invoke(app, ["status", str(tmp_path / "run"), "--no-collect"])
     assert first.exit_code == 75 and "submitted" in first.output
     res = CliRunner().invoke(app, ["status", str(tmp_path / "run"), "--wait"])
