@@ -25,7 +25,7 @@ import json
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -493,4 +493,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["BatchServerConfig", "FakeBatchAPI", "BatchServerThread", "asdict"]
+__all__ = ["BatchServerConfig", "FakeBatchAPI", "BatchServerThread"]

@@ -14,7 +14,7 @@ from fake_batch_server import BatchServerConfig, BatchServerThread
 from mathforge.backends import parse_teacher
 from mathforge.engine.batch import BatchesInFlight
 from mathforge.engine.cost import read_costs
-from mathforge.generate import GenerateConfig, GenerateStage, plan_requests, retry_failed_requests
+from mathforge.generate import GenerateConfig, GenerateStage, retry_failed_requests
 from mathforge.pipeline.context import RunContext
 from mathforge.records import Problem
 from mathforge.store.batches import BatchStore
@@ -242,3 +242,17 @@ def test_report_shows_batch_prices_spend_and_projection(server, tmp_path):
     assert u["projected"] == pytest.approx(u["cost"] + 2 * (108 * 2.0 + 24 * 8.0) / 1e6 * 0.5)
     html = (tmp_path / "report" / "index.html").read_text()
     assert 'id="cost"' in html and "×0.5" in html and "$2 / $8" in html
+
+
+def test_a_request_over_the_byte_limit_fails_alone(server, tmp_path):
+    api = server.configure(BatchServerConfig())
+    t = parse_teacher("t", teacher(server.url, max_bytes=2_000), "test")
+    ctx = RunContext(tmp_path / "run", teachers={"t": t})
+    ctx.write_problems("load", [Problem(id="long", question="Why? " * 500, answer="1"),
+                                Problem(id="short", question="What is 1 + 1?", answer="2")])
+    m = run(ctx)
+    assert m["samples"] == 1 and statuses(ctx) == {"ok": 1, "failed": 1}
+    (bad,) = ctx.ledger.rows(status="failed")
+    assert "over the batch file limit max_bytes=2000" in bad.error and bad.attempts == 0
+    assert server.call(api.stats)["submissions"] == 1
+    ctx.close()

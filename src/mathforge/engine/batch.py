@@ -31,7 +31,7 @@ from mathforge.backends.base import Completion, GenRequest
 from mathforge.config import StrictModel
 from mathforge.engine.accounting import Pricing, TeacherStats
 from mathforge.errors import MathforgeError
-from mathforge.store.batches import COLLECTED, PREPARED, SUBMITTED, UPLOADED, BatchRow, BatchStore
+from mathforge.store.batches import PREPARED, SUBMITTED, UPLOADED, BatchRow, BatchStore
 from mathforge.store.ledger import PENDING, Ledger
 
 EXIT_IN_FLIGHT = 75  # sysexits EX_TEMPFAIL: nothing is wrong, the answers are not back yet
@@ -337,9 +337,5 @@ class BatchRunner:
             self.on_progress(0, self.line())
 
 
-def open_batch_count(ledger: Ledger) -> int:
-    return len(BatchStore(ledger).open_batches())
-
-
 __all__ = ["BatchOptions", "BatchRunner", "BatchInfo", "BatchProvider", "BatchesInFlight", "TransientError",
-           "EXIT_IN_FLIGHT", "TAG_KEY", "COLLECTED"]
+           "EXIT_IN_FLIGHT", "TAG_KEY"]
