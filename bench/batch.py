@@ -88,8 +88,15 @@ def b1(server: BatchServerThread, n: int, env: dict[str, str]) -> dict:
     api = server.configure(BatchServerConfig(**{**SERVER.__dict__}))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        r = cmd("run", str(recipe(tmp, server.url, n)), "-o", str(tmp / "run"), env=env)
+        path = recipe(tmp, server.url, n)
+        t0 = time.monotonic()  # the server runs in this process: its batch clocks are comparable
+        r = cmd("run", str(path), "-o", str(tmp / "run"), env=env)
+        end = time.monotonic()
         st = server.call(api.stats)
+        created = sorted(b["t0"] for b in api.batches.values())
+        r["phases"] = {"first batch created": created[0] - t0, "last batch created": created[-1] - t0,
+                       "last batch completed (server)": created[-1] + simulated() - t0,
+                       "exit after it": end - (created[-1] + simulated())}
         rows, unique = samples(tmp / "run") if r["exit"] == 0 else (0, 0)
         return r | {"ledger": ledger(tmp / "run"), "server": st, "samples": rows, "unique": unique,
                     "batches": st["counts"].get("creates", 0)}
@@ -138,7 +145,8 @@ def main() -> None:
     args = ap.parse_args()
     env = dict(os.environ, BATCH_KILL_KEY=KEY, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
     os.environ.update(env)  # the kill matrix starts its own clients
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True)
+                .stdout.splitlines() if ln.startswith("Model name")), "?")
     with BatchServerThread() as server:
         r1 = b1(server, args.n, env)
         r2 = b2(server, args.n, env)
@@ -168,6 +176,8 @@ def main() -> None:
                  f"{cpu2:.1f} | {rss2:.0f} | first pass {f['submissions']:,} / {f['duplicates']}; retry re-sent "
                  f"{r2['final']['submissions'] - f['submissions']} of {r2['failed_first']} failed | {r2['ledger']} | "
                  f"{r2['samples']:,} ({r2['unique']:,}) |")
+    lines += ["", "B1 timeline (seconds from the start of `mathforge run`): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in r1["phases"].items()) + "."]
     lines += ["", "B2 step by step:", "", "| step | exit | wall (s) | CPU (s) | peak RSS (MB) |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {s['exit']} | {s['wall']:.1f} | {s['cpu']:.1f} | {s['rss_mb']:.0f} |"
               for name, s in steps.items()]
