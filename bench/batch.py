@@ -94,6 +94,8 @@ def b1(server: BatchServerThread, n: int, env: dict[str, str]) -> dict:
         end = time.monotonic()
         st = server.call(api.stats)
         created = sorted(b["t0"] for b in api.batches.values())
+        if not created:
+            raise SystemExit(f"B1: no batch reached the server (exit {r['exit']}):\n{r['out']}")
         r["phases"] = {"first batch created": created[0] - t0, "last batch created": created[-1] - t0,
                        "last batch completed (server)": created[-1] + simulated() - t0,
                        "exit after it": end - (created[-1] + simulated())}

@@ -153,7 +153,10 @@ def test_budget_cap_refuses_a_batch_that_could_pass_it(server, tmp_path):
     costs = read_costs(tmp_path / "run" / "ledger.sqlite", {"t": ctx.teachers["t"]})["t"]
     assert costs.spent <= 0.002 and costs.pending == 20 - sent and costs.pending_cost > 0
     assert costs.batch_factor == 0.5 and costs.answered_in_batch == sent
-    assert "budget" in (m["teachers"]["t"]["stopped"] or "")
+    assert "budget $0.0020 reached" in (m["teachers"]["t"]["stopped"] or "")
+    # the live line: spend, in flight, projection (pending at the mean completion so far) and the cap
+    line = ctx.backend("t").runner(ctx.ledger).line()
+    assert f"spent ${costs.spent:.4f}" in line and f"projected ${costs.projected_total:.4f} of budget $0.0020" in line
     ctx.close()
 
 
