@@ -90,8 +90,8 @@ class LedgerSink:
             if self.progress is not None:
                 self.progress.update(self.task, advance=len(items), tokens=self.tokens_out, extra=self.stats.line())
 
-    def fail(self, request: GenRequest, error: str, *, final: bool) -> None:
-        self.ledger.record_failure(request.key, error, final=final)
+    def fail(self, request: GenRequest, error: str, *, final: bool, abandoned: bool = False) -> None:
+        self.ledger.record_failure(request.key, error, final=final, abandoned=int(abandoned))
         if final:
             with self._lock:
                 self.failed += 1

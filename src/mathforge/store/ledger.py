@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS requests (
     request TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
+    abandoned INTEGER NOT NULL DEFAULT 0,
     text TEXT,
     finish_reason TEXT,
     tokens_in INTEGER,
@@ -37,6 +38,12 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_status ON requests(status);
 """
+
+# Columns added after the first release, with their definitions: ledgers written before gain them on open.
+MIGRATIONS = {
+    # HTTP attempts of the request that the engine cut short (``attempts`` counts every attempt, these included).
+    "abandoned": "INTEGER NOT NULL DEFAULT 0",
+}
 
 PENDING, OK, FAILED = "pending", "ok", "failed"
 
@@ -106,6 +113,15 @@ class Ledger:
         # the last commits, which are then simply re-sent.
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a ledger from an older mathforge lacks (nothing is rewritten, nothing re-paid)."""
+        with self._lock:
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(requests)")}
+            for column, definition in MIGRATIONS.items():
+                if column not in have:
+                    self._conn.execute(f"ALTER TABLE requests ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -160,12 +176,15 @@ class Ledger:
             )
             self._conn.execute("COMMIT")
 
-    def record_failure(self, key: str, error: str, *, final: bool, attempts: int = 1) -> None:
-        """Note a failed attempt; ``final`` marks the request failed (re-sent only by ``mathforge retry``)."""
+    def record_failure(self, key: str, error: str, *, final: bool, attempts: int = 1, abandoned: int = 0) -> None:
+        """Note a failed (or ``abandoned``) attempt; ``final`` marks the request failed (re-sent only by ``mathforge
+        retry``). Attempts are counted even after the request was answered (a re-send's loser still costs a call)."""
         with self._lock:
             self._conn.execute(
-                "UPDATE requests SET status=?, error=?, attempts=attempts+?, updated=? WHERE key=? AND status!='ok'",
-                (FAILED if final else PENDING, error, attempts, time.time(), key),
+                "UPDATE requests SET status=CASE WHEN status='ok' THEN status ELSE ? END, "
+                "error=CASE WHEN status='ok' THEN error ELSE ? END, attempts=attempts+?, abandoned=abandoned+?, "
+                "updated=CASE WHEN status='ok' THEN updated ELSE ? END WHERE key=?",
+                (FAILED if final else PENDING, error, attempts, abandoned, time.time(), key),
             )
 
     def reset_failed(self, keys: Iterable[str] | None = None) -> int:
@@ -230,6 +249,15 @@ class Ledger:
             return self._conn.execute(
                 "SELECT COUNT(*) FROM requests WHERE status='ok' AND updated >= ?", (since,)
             ).fetchone()[0]
+
+    def calls(self) -> dict[str, dict[str, int]]:
+        """HTTP attempts per teacher over every request: all, abandoned, and the answers kept."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT teacher, COALESCE(SUM(attempts),0), COALESCE(SUM(abandoned),0), "
+                "COALESCE(SUM(status='ok'),0) FROM requests GROUP BY teacher"
+            ).fetchall()
+        return {t: {"calls": c, "abandoned": a, "answers": k} for t, c, a, k in rows}
 
     def usage(self) -> dict[str, dict[str, int]]:
         """Tokens and requests per teacher over answered requests."""
