@@ -56,9 +56,11 @@ def plan_requests(ctx: Any, problems: Sequence[Problem], cfg: GenerateConfig) ->
         raise ConfigError("generate: the recipe defines no teachers")
     seed = cfg.seed if cfg.seed is not None else ctx.seed
     params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_tokens, seed, tuple(cfg.stop) if cfg.stop else None)
+    identities = {t: ctx.backend(t).identity() for t in teachers}
+    _refuse_twins(identities)
     planned = []
     for t in teachers:
-        model, endpoint = ctx.backend(t).identity()
+        model, endpoint = identities[t]
         for p in problems:
             prompt_key = cfg.prompt or p.meta.get("prompt") or "cot"
             messages = build_messages(get_prompt(prompt_key), p, cfg.system_prompt)
@@ -66,6 +68,23 @@ def plan_requests(ctx: Any, problems: Sequence[Problem], cfg: GenerateConfig) ->
                 key = request_key(model=model, endpoint=endpoint, messages=messages, params=params.as_dict(), sample_index=i)
                 planned.append(Planned(p, t, model, prompt_key, GenRequest(key, messages, params, i, {"problem_id": p.id})))
     return planned
+
+
+def _refuse_twins(identities: dict[str, tuple[str, str]]) -> None:
+    """Two teachers of one model at one endpoint would send identical requests and get one set of answers.
+
+    The ledger key deliberately leaves the teacher's name out (renaming a teacher must not re-pay its answers), so
+    such twins would share every response: refuse them rather than export duplicate samples under two names.
+    """
+    seen: dict[tuple[str, str], str] = {}
+    for name, ident in identities.items():
+        if ident in seen:
+            raise ConfigError(
+                f"generate: teachers '{seen[ident]}' and '{name}' are the same model '{ident[0]}' at {ident[1]}: "
+                "they would send identical requests and get identical samples. Use one of them with a larger k "
+                "for more samples"
+            )
+        seen[ident] = name
 
 
 class LedgerSink:
