@@ -174,6 +174,9 @@ def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False)
         "gen_seconds": round(seconds, 3),
         "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None,
         "failed": sum(s.failed for s in sinks.values()),
+        # every HTTP attempt that may be billed (remote teachers), not only the answers kept
+        "api_calls": sum(s.stats.api_calls for s in sinks.values()),
+        "abandoned_calls": sum(s.stats.abandoned for s in sinks.values()),
         "teachers": {t: s.stats.as_dict() for t, s in sinks.items()},
     }
 
