@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 
 from mathforge.evaluate.compare import comparison_rows, fmt_score, markdown_table, table_cells
+from mathforge.masking import mask_config
 from mathforge.report import plots
 from mathforge.report.data import RunData, read_run
 
@@ -96,6 +97,7 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "rejected": sorted(((f"{d.name}: {s}" if len(data) > 1 else s, reason, n)
                             for d in data for (s, reason), n in d.rejected.items()), key=lambda x: -x[2]),
     }
+    context = mask_config(context)  # the report quotes reject reasons, paths and names: never a key-shaped string
     env = _env()
     (out / "index.html").write_text(env.get_template("index.html.j2").render(**context), encoding="utf-8")
     (out / "summary.md").write_text(env.get_template("summary.md.j2").render(**context), encoding="utf-8")
@@ -107,5 +109,6 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "eval": [{k: v for k, v in r.items() if k != "folder"} for r in rows],
         "plots": sorted(context["plots"].values()),
     }
+    metrics = mask_config(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str), encoding="utf-8")
     return metrics
