@@ -310,6 +310,7 @@ class BatchRunner:
         s = self.stats
         s.done += n_ok
         s.failed += n_failed
+        s.api_calls += n_ok + len(failed)  # requests the provider ran (and may bill); a batch is not one call
         s.tokens_in += tin
         s.tokens_out += tout
         s.spend = self.pricing.cost(s.tokens_in, s.tokens_out)
