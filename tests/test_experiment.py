@@ -71,7 +71,7 @@ def test_tiny_experiment_trains_every_arm_scores_and_reports(tmp_path, smol_dir)
     assert ("rft", "control", "arith") in pairs and ("rft", "reference", "svamp") in pairs
     assert set(metrics["training"]) == {"rft/train", "control/train", "reference/train"}
     assert "training.png" in metrics["plots"] and "funnel.png" in metrics["plots"]
-    assert metrics["runs"][0]["funnel"]["generated"] == 6
+    assert metrics["runs"][0]["funnel"]["generated"] == 12
     assert "Paired comparisons" in (run / "report" / "summary.md").read_text()
     # A rerun sends no request and trains nothing: every answer is in the ledger, every arm finished.
     again = run_experiment(cfg)

@@ -9,25 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from mathforge.datasets.answers import gsm8k_gold
-from mathforge.datasets.base import Loader, RowError, rest, text_field
+from mathforge.datasets.base import rest
+from mathforge.datasets.gsm8k import GSM8K
 from mathforge.records import Problem
 
 
-class Arith(Loader):
+class Arith(GSM8K):
+    """GSM8K's row shape and gold parser, with the family's own ids and its kind, steps and numbers in meta."""
+
     name = "arith"
     description = "synthetic one/two-step word problems (mathforge.synth.family); gold after '####'"
+    hub_id = None
+    hub_configs = (None,)
     default_split = "train"
     id_field = "id"
-    prompt = "cot"
-    answer_style = "number"
 
     def parse(self, row: dict[str, Any], key: str) -> Problem:
-        question = text_field(row, "question")
-        solution = text_field(row, "answer")
-        gold = gsm8k_gold(solution)
-        if gold is None:
-            raise RowError("no final answer after '####'", field="answer")
-        meta = rest(row, {"id", "question", "answer"})
-        meta["answer_style"] = self.answer_style
-        return Problem(str(row.get("id") or key), question, gold, solution, self.dataset, meta)
+        problem = super().parse(row, key)
+        problem.id = str(row.get("id") or key)
+        problem.meta.update(rest(row, {"id", "question", "answer"}))
+        return problem
