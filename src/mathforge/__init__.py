@@ -9,3 +9,8 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+from mathforge.masking import install_log_masking
+
+# Every log line of a process that uses mathforge is masked (HTTP client debug logs can quote an Authorization header).
+install_log_masking()
