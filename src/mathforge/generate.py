@@ -20,8 +20,9 @@ from mathforge.backends import Completion, GenRequest, SamplingParams
 from mathforge.config import StrictModel
 from mathforge.engine.accounting import TeacherStats
 from mathforge.errors import ConfigError
+from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.progress import console, progress_bar
-from mathforge.pipeline.stages import Stage
+from mathforge.pipeline.stages import Port, Stage
 from mathforge.prompts import build_messages, get_prompt
 from mathforge.records import Problem, Sample
 from mathforge.store.ledger import FAILED, OK, PENDING, Ledger, request_key
@@ -49,7 +50,7 @@ class Planned:
     request: GenRequest
 
 
-def plan_requests(ctx: Any, problems: Sequence[Problem], cfg: GenerateConfig) -> list[Planned]:
+def plan_requests(ctx: RunContext, problems: Sequence[Problem], cfg: GenerateConfig) -> list[Planned]:
     """Every (problem, teacher, sample index) request with its content key."""
     teachers = cfg.teachers or list(ctx.teachers)
     if not teachers:
@@ -99,7 +100,7 @@ class LedgerSink:
                     self.progress.update(self.task, advance=1, extra=self.stats.line())
 
 
-def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False) -> dict[str, Any]:
+def run_generation(ctx: RunContext, planned: list[Planned], retry_failed: bool = False) -> dict[str, Any]:
     """Send what the ledger has no answer for, every teacher at once under its own limits; returns counts and rates."""
     ledger: Ledger = ctx.ledger
     ledger.register((p.request.key, p.teacher, p.model, _request_record(p)) for p in planned)
@@ -118,6 +119,7 @@ def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False)
     if failed_before:
         console.log(f"[yellow]{failed_before} requests failed earlier; `mathforge retry RUN_DIR` re-sends them")
     if not todo:
+        ctx.note_unanswered(failed_before, 0)
         return metrics | {"new_tokens_out": 0, "gen_seconds": 0.0}
     for teacher in todo:
         ctx.backend(teacher).prepare()
@@ -149,6 +151,8 @@ def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False)
         _report(teacher, sink, len(todo[teacher]))
     if errors:
         raise errors[0]
+    after = ledger.statuses(list(seen | {k for k, s in status.items() if s == FAILED}))
+    ctx.note_unanswered(sum(1 for s in after.values() if s == FAILED), sum(1 for s in after.values() if s == PENDING))
     new_tokens = sum(s.tokens_out for s in sinks.values())
     return metrics | {
         "new_tokens_out": new_tokens,
@@ -213,15 +217,16 @@ def collect_samples(ledger: Ledger, planned: list[Planned]) -> tuple[list[dict[s
 class GenerateStage(Stage):
     name = "generate"
     Config = GenerateConfig
-    writes = "samples"
+    inputs = {"problems": Port("problems")}
+    outputs = {"samples": Port("samples")}
     stage_id = "generate"
 
-    def run(self, ctx: Any, cfg: GenerateConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, cfg: GenerateConfig) -> dict[str, Any]:
         problems = ctx.problems()
         planned = plan_requests(ctx, problems, cfg)
         metrics = run_generation(ctx, planned, cfg.retry_failed)
         samples, missing = collect_samples(ctx.ledger, planned)
-        ctx.write_samples(self.stage_id, samples)
+        ctx.output("samples").write(samples)
         return metrics | {
             "samples": len(samples),
             "missing": missing,
@@ -230,23 +235,8 @@ class GenerateStage(Stage):
         }
 
 
-def retry_failed_requests(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Re-send only the requests a run recorded as failed: its generate stages again, with ``retry_failed``."""
-    from mathforge.pipeline.context import RunContext
-    from mathforge.pipeline.recipe import load_recipe
+def retry_failed_requests(run_dir: str | Path) -> dict[str, Any]:
+    """Re-send only the requests a run recorded as failed, then rerun what depends on them (``mathforge retry``)."""
+    from mathforge.pipeline.runner import retry_run
 
-    path = Path(run_dir) / "recipe.yaml"
-    if not path.exists():
-        raise ConfigError(f"{run_dir}: no recipe.yaml here; `mathforge retry` takes a run directory")
-    recipe = load_recipe(str(path))
-    ctx = RunContext(run_dir, teachers=recipe.teachers, seed=recipe.seed)
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        for name, stage_id, cfg in recipe.stages:
-            if name == "generate":
-                stage = GenerateStage()
-                stage.stage_id = stage_id
-                out[stage_id] = stage.run(ctx, cfg.model_copy(update={"retry_failed": True}))
-    finally:
-        ctx.close()
-    return out
+    return retry_run(run_dir)
