@@ -25,7 +25,7 @@ from mathforge.pipeline.progress import console, progress_bar
 from mathforge.pipeline.stages import Port, Stage
 from mathforge.prompts import build_messages, get_prompt
 from mathforge.records import Problem, Sample
-from mathforge.store.ledger import FAILED, OK, PENDING, Ledger, request_key
+from mathforge.store.ledger import FAILED, IN_BATCH, OK, PENDING, Ledger, request_key
 
 
 class GenerateConfig(StrictModel):
@@ -57,9 +57,11 @@ def plan_requests(ctx: RunContext, problems: Sequence[Problem], cfg: GenerateCon
         raise ConfigError("generate: the recipe defines no teachers")
     seed = cfg.seed if cfg.seed is not None else ctx.seed
     params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_tokens, seed, tuple(cfg.stop) if cfg.stop else None)
+    identities = {t: ctx.backend(t).identity() for t in teachers}
+    _refuse_twins(identities)
     planned = []
     for t in teachers:
-        model, endpoint = ctx.backend(t).identity()
+        model, endpoint = identities[t]
         for p in problems:
             prompt_key = cfg.prompt or p.meta.get("prompt") or "cot"
             messages = build_messages(get_prompt(prompt_key), p, cfg.system_prompt)
@@ -67,6 +69,23 @@ def plan_requests(ctx: RunContext, problems: Sequence[Problem], cfg: GenerateCon
                 key = request_key(model=model, endpoint=endpoint, messages=messages, params=params.as_dict(), sample_index=i)
                 planned.append(Planned(p, t, model, prompt_key, GenRequest(key, messages, params, i, {"problem_id": p.id})))
     return planned
+
+
+def _refuse_twins(identities: dict[str, tuple[str, str]]) -> None:
+    """Two teachers of one model at one endpoint would send identical requests and get one set of answers.
+
+    The ledger key deliberately leaves the teacher's name out (renaming a teacher must not re-pay its answers), so
+    such twins would share every response: refuse them rather than export duplicate samples under two names.
+    """
+    seen: dict[tuple[str, str], str] = {}
+    for name, ident in identities.items():
+        if ident in seen:
+            raise ConfigError(
+                f"generate: teachers '{seen[ident]}' and '{name}' are the same model '{ident[0]}' at {ident[1]}: "
+                "they would send identical requests and get identical samples. Use one of them with a larger k "
+                "for more samples"
+            )
+        seen[ident] = name
 
 
 class LedgerSink:
@@ -91,8 +110,8 @@ class LedgerSink:
             if self.progress is not None:
                 self.progress.update(self.task, advance=len(items), tokens=self.tokens_out, extra=self.stats.line())
 
-    def fail(self, request: GenRequest, error: str, *, final: bool) -> None:
-        self.ledger.record_failure(request.key, error, final=final)
+    def fail(self, request: GenRequest, error: str, *, final: bool, abandoned: bool = False) -> None:
+        self.ledger.record_failure(request.key, error, final=final, abandoned=int(abandoned))
         if final:
             with self._lock:
                 self.failed += 1
@@ -109,17 +128,30 @@ def run_generation(ctx: RunContext, planned: list[Planned], retry_failed: bool =
     status = ledger.statuses([p.request.key for p in planned])
     todo: dict[str, list[GenRequest]] = {}
     seen: set[str] = set()
+    # A batch teacher also gets its requests already in provider batches: it collects them (never re-submits).
+    batched = {t for t in {p.teacher for p in planned} if getattr(ctx.backend(t), "resumes_batches", False)}
+    in_batches = 0
     for p in planned:
-        if status.get(p.request.key) == PENDING and p.request.key not in seen:
+        st = status.get(p.request.key)
+        if p.request.key in seen:
+            continue
+        if st == PENDING or (st in IN_BATCH and p.teacher in batched):
             seen.add(p.request.key)
             todo.setdefault(p.teacher, []).append(p.request)
+        elif st in IN_BATCH:
+            in_batches += 1
+    if in_batches:
+        console.log(f"[yellow]{in_batches} requests are in provider batches of a teacher now online; "
+                    "`mathforge status RUN_DIR` collects them (they are never sent twice)")
     cached = sum(1 for s in status.values() if s == OK)
     failed_before = sum(1 for s in status.values() if s == FAILED)
     metrics: dict[str, Any] = {"requests": len(planned), "cached": cached, "sent": sum(map(len, todo.values()))}
+    if in_batches:
+        metrics["in_batches"] = in_batches
     if failed_before:
         console.log(f"[yellow]{failed_before} requests failed earlier; `mathforge retry RUN_DIR` re-sends them")
     if not todo:
-        ctx.note_unanswered(failed_before, 0)
+        ctx.note_unanswered(failed_before, in_batches)
         return metrics | {"new_tokens_out": 0, "gen_seconds": 0.0}
     for teacher in todo:
         ctx.backend(teacher).prepare()
@@ -151,14 +183,18 @@ def run_generation(ctx: RunContext, planned: list[Planned], retry_failed: bool =
         _report(teacher, sink, len(todo[teacher]))
     if errors:
         raise errors[0]
-    after = ledger.statuses(list(seen | {k for k, s in status.items() if s == FAILED}))
-    ctx.note_unanswered(sum(1 for s in after.values() if s == FAILED), sum(1 for s in after.values() if s == PENDING))
+    after = ledger.statuses(list(seen | {k for k, s in status.items() if s != OK}))
+    ctx.note_unanswered(sum(1 for s in after.values() if s == FAILED),
+                        sum(1 for s in after.values() if s == PENDING or s in IN_BATCH))
     new_tokens = sum(s.tokens_out for s in sinks.values())
     return metrics | {
         "new_tokens_out": new_tokens,
         "gen_seconds": round(seconds, 3),
         "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None,
         "failed": sum(s.failed for s in sinks.values()),
+        # every HTTP attempt that may be billed (remote teachers), not only the answers kept
+        "api_calls": sum(s.stats.api_calls for s in sinks.values()),
+        "abandoned_calls": sum(s.stats.abandoned for s in sinks.values()),
         "teachers": {t: s.stats.as_dict() for t, s in sinks.items()},
     }
 
@@ -235,8 +271,10 @@ class GenerateStage(Stage):
         }
 
 
-def retry_failed_requests(run_dir: str | Path) -> dict[str, Any]:
-    """Re-send only the requests a run recorded as failed, then rerun what depends on them (``mathforge retry``)."""
+def retry_failed_requests(run_dir: str | Path, mode: str | None = None) -> dict[str, Any]:
+    """Re-send only the requests a run recorded as failed, then rerun what depends on them (``mathforge retry``).
+
+    ``mode`` ("online" or "batch") overrides the mode of every teacher that has one, for this retry only."""
     from mathforge.pipeline.runner import retry_run
 
-    return retry_run(run_dir)
+    return retry_run(run_dir, mode=mode)

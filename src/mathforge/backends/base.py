@@ -59,7 +59,8 @@ class ResultSink(Protocol):
 
     def ok_many(self, items: Sequence[tuple[GenRequest, Completion]]) -> None: ...
 
-    def fail(self, request: GenRequest, error: str, *, final: bool) -> None: ...
+    def fail(self, request: GenRequest, error: str, *, final: bool, abandoned: bool = False) -> None:
+        """A failed attempt (``abandoned``: cut short by the engine; it may still be billed)."""
 
 
 class BackendConfig(StrictModel):
@@ -76,6 +77,11 @@ class Backend(ABC):
     def __init__(self, name: str, config: BackendConfig):
         self.name = name
         self.config = config
+
+    @classmethod
+    def for_config(cls, config: BackendConfig) -> type["Backend"]:
+        """The class that serves this config (a backend may hand a mode such as ``batch`` to another class)."""
+        return cls
 
     @abstractmethod
     def identity(self) -> tuple[str, str]:

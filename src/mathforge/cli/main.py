@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mathforge.errors import EXIT_ERROR, IncompleteRunError, MathforgeError
+from mathforge.errors import EXIT_ERROR, EXIT_IN_FLIGHT, IncompleteRunError, MathforgeError
 
 app = typer.Typer(
     name="mathforge",
@@ -36,10 +36,15 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
                 from mathforge.summary import print_summary
 
                 print_summary(exc.summary, console)
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+            _print_error(exc)
             raise typer.Exit(getattr(exc, "exit_code", EXIT_ERROR)) from None
 
     return command
+
+
+def _print_error(exc: MathforgeError) -> None:
+    label = "[bold yellow]in flight:[/]" if getattr(exc, "exit_code", None) == EXIT_IN_FLIGHT else "[bold red]error:[/]"
+    Console(stderr=True).print(f"{label} {exc}", highlight=False)
 
 
 @app.command()
@@ -96,6 +101,7 @@ for _name, _module in [
     ("curate", "mathforge.cli.curate"),
     ("export", "mathforge.cli.export"),
     ("retry", "mathforge.cli.retry"),
+    ("status", "mathforge.cli.status"),
     ("eval", "mathforge.cli.evaluate"),
     ("report", "mathforge.cli.report"),
     ("view", "mathforge.cli.view"),
@@ -108,7 +114,7 @@ def main() -> None:
     try:
         app()
     except MathforgeError as exc:  # raised outside a command (while the app is built)
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        _print_error(exc)
         sys.exit(getattr(exc, "exit_code", EXIT_ERROR))
 
 

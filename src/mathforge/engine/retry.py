@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, Mapping
 
 # kind of failure, decided by the backend from the status code or the exception
-Kind = Literal["status", "timeout", "connect", "connection"]
+Kind = Literal["status", "timeout", "connect", "connection", "malformed"]
 Action = Literal["retry", "fail", "abort"]
 
 RETRYABLE_STATUS = {408, 409, 429}
@@ -27,6 +27,7 @@ class ApiError(Exception):
     status: int | None = None
     retry_after: float | None = None  # seconds, from Retry-After / retry-after-ms
     headers: Mapping[str, str] | None = None
+    abandoned: bool = False  # the engine cut the attempt short (it may still be billed)
 
     def __str__(self) -> str:
         return f"{self.status}: {self.message}" if self.status else f"{self.kind}: {self.message}"

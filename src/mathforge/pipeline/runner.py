@@ -40,15 +40,16 @@ def select_stages(recipe: "Recipe", only: list[str] | None = None, start: str | 
 
 
 def open_recipe_run(recipe: "Recipe", run_dir: str | Path | None = None, *, allow_partial: bool = False,
-                    new_ledger: bool = False) -> RunContext:
+                    new_ledger: bool = False, write_recipe: bool = True) -> RunContext:
     """The run directory of a recipe, locked, with the recipe written and its stage order recorded."""
     run_dir = Path(run_dir or recipe.run_dir or Path("runs") / recipe.name)
     ctx = RunContext(run_dir, teachers=recipe.teachers, seed=recipe.seed,
                      allow_partial=allow_partial or recipe.allow_partial, new_ledger=new_ledger)
     try:
-        tmp = run_dir / ".recipe.yaml.mf-tmp"
-        tmp.write_text(dump_yaml(recipe.effective()), encoding="utf-8")
-        tmp.replace(run_dir / "recipe.yaml")
+        if write_recipe:
+            tmp = run_dir / ".recipe.yaml.mf-tmp"
+            tmp.write_text(dump_yaml(recipe.effective()), encoding="utf-8")
+            tmp.replace(run_dir / "recipe.yaml")
         ctx.state.set_order([sid for _, sid, _ in recipe.stages])
         ctx.state.save()
     except BaseException:
@@ -115,18 +116,26 @@ def incomplete_error(ctx: RunContext, short: list[tuple[str, int, int]], skipped
     return IncompleteRunError(" ".join(lines), failed=failed, unsent=unsent, summary=summary)
 
 
-def retry_run(run_dir: str | Path, *, allow_partial: bool = False) -> dict[str, Any]:
+def retry_run(run_dir: str | Path, *, allow_partial: bool = False, mode: str | None = None) -> dict[str, Any]:
     """Re-send the failed requests of a run, then rerun exactly the stages downstream of the retried ones.
 
     The retried stages are those recorded as short of answers (else the recipe's generate stages). Their failed
-    requests go back to pending, so the stages send only those; every other answer comes from the ledger."""
+    requests go back to pending, so the stages send only those; every other answer comes from the ledger. ``mode``
+    ("online" or "batch") overrides the mode of every teacher that has one, for this retry only."""
     from mathforge.pipeline.recipe import load_recipe
 
     path = Path(run_dir) / "recipe.yaml"
     if not path.exists():
         raise ConfigError(f"{run_dir}: no recipe.yaml here; `mathforge retry` takes a run directory")
     recipe = load_recipe(str(path))
-    ctx = open_recipe_run(recipe, run_dir, allow_partial=allow_partial)
+    if mode is not None:
+        for name, cfg in recipe.teachers.items():
+            if "mode" in type(cfg).model_fields:
+                allowed = type(cfg).model_fields["mode"].annotation
+                if mode not in getattr(allowed, "__args__", (mode,)):
+                    raise ConfigError(f"teacher {name}: backend {cfg.backend} has no mode '{mode}'")
+                recipe.teachers[name] = cfg.model_copy(update={"mode": mode})
+    ctx = open_recipe_run(recipe, run_dir, allow_partial=allow_partial, write_recipe=False)  # --mode: this retry only
     try:
         ids = [sid for _, sid, _ in recipe.stages]
         targets = [sid for sid in ids if (ctx.state.stages.get(sid) or {}).get("incomplete", {}).get("failed")]

@@ -76,21 +76,28 @@ def stage_funnel(run: Path, summary: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def ledger_usage(run: Path, prices: dict[str, Pricing]) -> tuple[dict[str, dict[str, Any]], dict[str, list]]:
-    """Per teacher: requests, tokens in/out, cost (when priced); and (finish time, tokens out) of each answer."""
+    """Per teacher: requests, failed, HTTP calls (and abandoned ones), calls per kept answer, tokens in/out, cost
+    (when priced); and (finish time, tokens out) of each answer."""
     path = run / "ledger.sqlite"
     if not path.exists():
         return {}, {}
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(requests)")}
+        abandoned = "abandoned" if "abandoned" in columns else "0"  # ledgers older than the column
         rows = conn.execute(
-            "SELECT teacher, status, COALESCE(tokens_in,0), COALESCE(tokens_out,0), updated FROM requests"
+            f"SELECT teacher, status, COALESCE(tokens_in,0), COALESCE(tokens_out,0), updated, attempts, {abandoned} "
+            "FROM requests"
         ).fetchall()
     finally:
         conn.close()
     usage: dict[str, dict[str, Any]] = {}
     points: dict[str, list[tuple[float, int]]] = {}
-    for teacher, status, tin, tout, updated in rows:
-        u = usage.setdefault(teacher, {"requests": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0, "cost": None})
+    for teacher, status, tin, tout, updated, attempts, cut in rows:
+        u = usage.setdefault(teacher, {"requests": 0, "failed": 0, "calls": 0, "abandoned": 0, "calls_per_answer": None,
+                                       "tokens_in": 0, "tokens_out": 0, "cost": None})
+        u["calls"] += attempts or 0
+        u["abandoned"] += cut or 0
         if status == "ok":
             u["requests"] += 1
             u["tokens_in"] += tin
@@ -99,6 +106,8 @@ def ledger_usage(run: Path, prices: dict[str, Pricing]) -> tuple[dict[str, dict[
         elif status == "failed":
             u["failed"] += 1
     for teacher, u in usage.items():
+        # every HTTP attempt (answered, failed, abandoned) per answer kept: 1.0 means each answer was paid once
+        u["calls_per_answer"] = round(u["calls"] / u["requests"], 3) if u["requests"] else None
         if teacher in prices:
             u["cost"] = prices[teacher].cost(u["tokens_in"], u["tokens_out"])
     return usage, points
