@@ -271,10 +271,10 @@ class GenerateStage(Stage):
         }
 
 
-def retry_failed_requests(run_dir: str | Path, mode: str | None = None) -> dict[str, Any]:
-    """Re-send only the requests a run recorded as failed, then rerun what depends on them (``mathforge retry``).
+def retry_failed_requests(run_dir: str | Path, mode: str | None = None) -> dict[str, dict[str, Any]]:
+    """Re-send only the requests a run recorded as failed, then rerun what depends on them; metrics per stage.
 
     ``mode`` ("online" or "batch") overrides the mode of every teacher that has one, for this retry only."""
     from mathforge.pipeline.runner import retry_run
 
-    return retry_run(run_dir, mode=mode)
+    return retry_run(run_dir, mode=mode)["stages"]

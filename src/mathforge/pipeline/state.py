@@ -80,8 +80,15 @@ class RunState:
 
     # -- lineage -------------------------------------------------------------------------------------------------
     def set_order(self, stage_ids: list[str]) -> None:
-        """The recipe's stage order; stages recorded earlier that it does not name keep their place after it."""
-        self.order = list(stage_ids) + [s for s in self.order if s not in stage_ids]
+        """The recipe's stage order. A recorded stage it does not name (a table given to a CLI command, a stage run
+        on its own) stays right after the stage it followed before, or first when it followed none."""
+        order = list(stage_ids)
+        for i, sid in enumerate(self.order):
+            if sid in order:
+                continue
+            before = next((s for s in reversed(self.order[:i]) if s in order), None)
+            order.insert(order.index(before) + 1 if before is not None else 0, sid)
+        self.order = order
 
     def _outputs(self, stage_id: str) -> dict[str, dict[str, Any]]:
         st = self.stages.get(stage_id) or {}
