@@ -172,3 +172,39 @@ def test_refine_and_synthesize_never_read_their_own_output(tmp_path):
         assert Echo().run(ctx, None)["read"] == ["a"]
         assert Echo().run(ctx, None)["read"] == ["a"]  # not "a+": its own output is downstream of it
         assert [p.id for p in ctx.problems()] == ["a+"]
+
+
+def test_generate_command_flags_come_from_the_config(server, tmp_path):
+    from mathforge.cli.flags import config_parameters
+    from mathforge.generate import GenerateConfig
+
+    flags = {p.name for _, p in config_parameters(GenerateConfig)}
+    assert {"k", "temperature", "top_p", "max_tokens", "stop", "prompt", "system_prompt", "seed"} <= flags
+    server.configure(FAST)
+    write_recipe(tmp_path, server.url, 4)
+    run = tmp_path / "gen"
+    res = invoke("generate", str(tmp_path / "problems.jsonl"), "-o", str(run), "--model", "fake", "--backend",
+                 "openai", "--base-url", server.url, "--keyless", "-k", "2", "--max-tokens", "16", "--top-p", "0.9",
+                 "--prompt", "cot")
+    assert res.exit_code == 0, res.output
+    samples = rows(run / "generate.parquet")
+    assert len(samples) == 8
+    with Ledger(run / "ledger.sqlite") as ledger:
+        params = {json.dumps(r.request["params"], sort_keys=True) for r in ledger.rows()}
+    assert len(params) == 1 and json.loads(params.pop())["top_p"] == 0.9
+    res = invoke("generate", str(run), "-k", "3", "--max-tokens", "16", "--top-p", "0.9", "--prompt", "cot",
+                 "--model", "fake", "--backend", "openai", "--base-url", server.url, "--keyless")
+    assert res.exit_code == 0 and "(4 sent, 8 from the ledger)" in res.flat, res.output
+    res = invoke("generate", str(run), "--top-p", "1.5", "--model", "fake", "--backend", "openai", "--keyless",
+                 "--base-url", server.url)
+    assert res.exit_code == 2 and "top_p" in res.flat
+
+
+def test_sampling_defaults_are_defined_once():
+    from mathforge.evaluate.config import EvalConfig
+    from mathforge.generate import GenerateConfig
+    from mathforge.refine.stage import RefineConfig
+    from mathforge.request import TOP_P, SamplingConfig, SamplingParams
+
+    assert SamplingParams().top_p == SamplingConfig().top_p == GenerateConfig().top_p == TOP_P
+    assert RefineConfig().rewrite_sampling.top_p == EvalConfig(models=["m"], benchmarks=["gsm8k"]).top_p == TOP_P

@@ -11,13 +11,10 @@ import threading
 import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from pydantic import Field
 
-from mathforge.backends import Completion, GenRequest, SamplingParams
-from mathforge.config import StrictModel
 from mathforge.engine.accounting import TeacherStats
 from mathforge.errors import ConfigError
 from mathforge.pipeline.context import RunContext
@@ -25,29 +22,21 @@ from mathforge.pipeline.progress import console, progress_bar
 from mathforge.pipeline.stages import Port, Stage
 from mathforge.prompts import build_messages, get_prompt
 from mathforge.records import Problem, Sample
-from mathforge.store.ledger import FAILED, IN_BATCH, OK, PENDING, Ledger, request_key
+from mathforge.request import Completion, GenRequest, Planned, SamplingConfig, plan_request
+from mathforge.store.ledger import FAILED, IN_BATCH, OK, PENDING, Ledger
+
+__all__ = ["GenerateConfig", "GenerateStage", "Planned", "collect_samples", "plan_requests", "run_generation"]
 
 
-class GenerateConfig(StrictModel):
+class GenerateConfig(SamplingConfig):
+    """Settings of the generate stage (recipe key ``generate``; also the ``mathforge generate`` flags)."""
+
     teachers: list[str] | None = Field(None, description="teacher names from the recipe (default: all of them)")
     k: int = Field(4, ge=1, description="samples per problem per teacher")
     prompt: str | None = Field(None, description="prompt template (default: the dataset's own, else 'cot')")
     system_prompt: str | None = Field(None, description="replaces the template's system prompt")
-    temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")
-    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
-    max_tokens: int = Field(512, ge=1, description="most new tokens per sample")
     seed: int | None = Field(None, description="sampling seed (default: the recipe's seed)")
-    stop: list[str] | None = Field(None, description="stop strings")
     retry_failed: bool = Field(False, description="re-send requests recorded as failed (what `mathforge retry` does)")
-
-
-@dataclass
-class Planned:
-    problem: Problem
-    teacher: str
-    model: str
-    prompt_key: str
-    request: GenRequest
 
 
 def plan_requests(ctx: RunContext, problems: Sequence[Problem], cfg: GenerateConfig) -> list[Planned]:
@@ -56,18 +45,15 @@ def plan_requests(ctx: RunContext, problems: Sequence[Problem], cfg: GenerateCon
     if not teachers:
         raise ConfigError("generate: the recipe defines no teachers")
     seed = cfg.seed if cfg.seed is not None else ctx.seed
-    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_tokens, seed, tuple(cfg.stop) if cfg.stop else None)
+    params = cfg.params(seed)
     identities = {t: ctx.backend(t).identity() for t in teachers}
     _refuse_twins(identities)
     planned = []
     for t in teachers:
-        model, endpoint = identities[t]
         for p in problems:
             prompt_key = cfg.prompt or p.meta.get("prompt") or "cot"
             messages = build_messages(get_prompt(prompt_key), p, cfg.system_prompt)
-            for i in range(cfg.k):
-                key = request_key(model=model, endpoint=endpoint, messages=messages, params=params.as_dict(), sample_index=i)
-                planned.append(Planned(p, t, model, prompt_key, GenRequest(key, messages, params, i, {"problem_id": p.id})))
+            planned += [plan_request(identities[t], t, p, prompt_key, messages, params, i) for i in range(cfg.k)]
     return planned
 
 

@@ -95,6 +95,7 @@ def _mount(name: str, module: str) -> None:
 
 for _name, _module in [
     ("datasets", "mathforge.cli.datasets"),
+    ("generate", "mathforge.cli.generate"),
     ("verify", "mathforge.cli.verify"),
     ("refine", "mathforge.cli.refine"),
     ("synthesize", "mathforge.cli.synthesize"),

@@ -116,6 +116,13 @@ def incomplete_error(ctx: RunContext, short: list[tuple[str, int, int]], skipped
     return IncompleteRunError(" ".join(lines), failed=failed, unsent=unsent, summary=summary)
 
 
+def check_complete(ctx: RunContext, stage_id: str, metrics: dict[str, Any]) -> None:
+    """For a stage run on its own (a CLI command): requests left without an answer are exit code 3, as in a run."""
+    failed, unsent = metrics.get("failed_requests", 0), metrics.get("unsent_requests", 0)
+    if (failed or unsent) and not ctx.allow_partial:
+        raise incomplete_error(ctx, [(stage_id, failed, unsent)], [], {})
+
+
 def retry_run(run_dir: str | Path, *, allow_partial: bool = False, mode: str | None = None) -> dict[str, Any]:
     """Re-send the failed requests of a run, then rerun exactly the stages downstream of the retried ones.
 

@@ -17,13 +17,7 @@ from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
 from mathforge.refine.loop import RefineResult, refine_samples
 from mathforge.refine.prompts import CRITERIA, Criterion
-
-
-class SamplingConfig(StrictModel):
-    temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")
-    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
-    max_tokens: int = Field(512, ge=1, description="most new tokens per reply")
-    stop: list[str] | None = Field(None, description="stop strings")
+from mathforge.request import SamplingConfig
 
 
 class RefineConfig(StrictModel):

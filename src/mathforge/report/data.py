@@ -17,6 +17,7 @@ import yaml
 
 from mathforge.engine.accounting import Pricing
 from mathforge.evaluate.compare import find_results
+from mathforge.pipeline.state import RunState
 
 SAMPLE_COLUMNS = ["problem_id", "teacher", "tokens_out", "correct", "extracted", "normalized", "mode"]
 
@@ -151,7 +152,7 @@ def read_run(run: str | Path) -> RunData:
     """Gather one run directory's report data."""
     run = Path(run)
     summary = _json(run / "summary.json")
-    tables = _json(run / "state.json").get("tables", {})
+    tables = RunState(run).latest_tables()
     evals = find_results(run)
     usage, points = ledger_usage(run, teacher_prices(run, evals))
     samples = _rows(sample_table(run, tables, evals), SAMPLE_COLUMNS)

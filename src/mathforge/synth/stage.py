@@ -17,7 +17,7 @@ from mathforge.errors import ConfigError
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
 from mathforge.records import Problem
-from mathforge.refine.stage import SamplingConfig
+from mathforge.request import SamplingConfig
 from mathforge.synth.passages import chunk_passages, read_passages
 from mathforge.synth.prompts import LEVELS, METHODS, Level, Method
 from mathforge.synth.synthesize import SynthResult, synthesize
