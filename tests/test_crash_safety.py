@@ -54,6 +54,20 @@ def write_recipe(tmp: Path, url: str) -> Path:
     return tmp / "recipe.yaml"
 
 
+def kill_at(proc: subprocess.Popen, db: Path, stored: int, rng: random.Random) -> None:
+    """SIGKILL at a random point: after a random number of new answers while generation lasts (process start-up
+    time varies too much on a loaded machine for a timer), else after a random delay (verify, export, or done)."""
+    deadline = time.monotonic() + 120
+    if stored < N:
+        target = stored + rng.randint(5, 40)
+        while len(ok_keys(db)) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.3))
+    else:
+        time.sleep(rng.uniform(0.5, 8.0))
+    proc.send_signal(signal.SIGKILL)
+
+
 def export_is_whole(run: Path) -> bool:
     """export/ is absent or a complete folder (card, flat file and the chat split files)."""
     out = run / "export"
@@ -75,8 +89,7 @@ def test_twenty_random_sigkills_lose_nothing_duplicate_nothing_repay_only_in_fli
             fake = server.configure(SLOW)
             stored_before = ok_keys(db)
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(1.0, 6.0))
-            proc.send_signal(signal.SIGKILL)
+            kill_at(proc, db, len(stored_before), rng)
             proc.wait(30)
             stored_after = ok_keys(db)
             asked = dict(fake.requests)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mathforge.errors import EXIT_ERROR, EXIT_IN_FLIGHT, IncompleteRunError, MathforgeError
+from mathforge.masking import mask_text
 
 app = typer.Typer(
     name="mathforge",
@@ -44,7 +45,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _print_error(exc: MathforgeError) -> None:
     label = "[bold yellow]in flight:[/]" if getattr(exc, "exit_code", None) == EXIT_IN_FLIGHT else "[bold red]error:[/]"
-    Console(stderr=True).print(f"{label} {exc}", highlight=False)
+    Console(stderr=True).print(f"{label} {mask_text(str(exc))}", highlight=False)
 
 
 @app.command()

@@ -30,6 +30,7 @@ from mathforge.curate.filters import FilterConfig, apply_filters, build_filters
 from mathforge.curate.ngrams import Tokens, tokenize
 from mathforge.curate.pool import read_samples, union
 from mathforge.curate.rft import RFTConfig, select_paths
+from mathforge.masking import mask_config
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
 
@@ -257,7 +258,7 @@ class CurateStage(Stage):
         ctx.output("samples").write(result.kept)
         ctx.reject(self.stage_id, result.rejected)
         report = {"stage": self.stage_id, "input": source.path.name, "input_stage": source.producer,
-                  "config": cfg.model_dump(mode="json"), **result.report}
+                  "config": mask_config(cfg.model_dump(mode="json")), **result.report}
         ctx.output_file("report").write_text(json.dumps(report, indent=1), encoding="utf-8")
         print_funnel(result.funnel, console)
         return {

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mathforge.engine.accounting import Pricing
+from mathforge.engine.cost import read_costs
 from mathforge.evaluate.compare import find_results
 from mathforge.pipeline.state import RunState
 
@@ -114,8 +115,33 @@ def ledger_usage(run: Path, prices: dict[str, Pricing]) -> tuple[dict[str, dict[
     return usage, points
 
 
+def add_costs(run: Path, usage: dict[str, dict[str, Any]], configs: dict[str, Any]) -> None:
+    """Per priced teacher: mode, prices, batch discount, spend (batch answers at the batch price), what is in flight
+    and pending with its projected cost, and the budget (``mathforge.engine.cost``)."""
+    priced = {t: c for t, c in configs.items() if t in usage and (
+        c.get("price_input_per_m") or c.get("price_output_per_m"))}
+    if not priced:
+        return
+    for teacher, tc in read_costs(run / "ledger.sqlite", priced).items():
+        if teacher not in priced:
+            continue
+        usage[teacher].update(
+            cost=tc.spent, mode=tc.mode, price=f"${tc.price_input_per_m:g} / ${tc.price_output_per_m:g}",
+            batch_price="-" if tc.mode != "batch" else f"×{tc.batch_factor:g}", in_batch=tc.answered_in_batch,
+            in_flight=tc.in_flight, pending=tc.pending, projected=tc.projected_total, budget=tc.budget)
+
+
 def teacher_prices(run: Path, evals: list[tuple[Path, dict[str, Any]]]) -> dict[str, Pricing]:
     """Prices per teacher from the recipe (and from eval configs that name backends with prices)."""
+    return {
+        name: Pricing(c.get("price_input_per_m", 0.0), c.get("price_output_per_m", 0.0))
+        for name, c in teacher_configs(run, evals).items()
+        if "price_input_per_m" in c or "price_output_per_m" in c
+    }
+
+
+def teacher_configs(run: Path, evals: list[tuple[Path, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Teacher configs as the recipe (and eval configs) wrote them."""
     configs: dict[str, Any] = {}
     recipe = run / "recipe.yaml"
     if recipe.exists():
@@ -124,11 +150,7 @@ def teacher_prices(run: Path, evals: list[tuple[Path, dict[str, Any]]]) -> dict[
         models = (doc.get("config") or {}).get("models")
         if isinstance(models, dict):
             configs.update(models)
-    return {
-        name: Pricing(c.get("price_input_per_m", 0.0), c.get("price_output_per_m", 0.0))
-        for name, c in configs.items()
-        if isinstance(c, dict) and ("price_input_per_m" in c or "price_output_per_m" in c)
-    }
+    return {name: c for name, c in configs.items() if isinstance(c, dict)}
 
 
 def rejected_counts(run: Path) -> dict[tuple[str, str], int]:
@@ -155,6 +177,7 @@ def read_run(run: str | Path) -> RunData:
     tables = RunState(run).latest_tables()
     evals = find_results(run)
     usage, points = ledger_usage(run, teacher_prices(run, evals))
+    add_costs(run, usage, teacher_configs(run, evals))
     samples = _rows(sample_table(run, tables, evals), SAMPLE_COLUMNS)
     return RunData(
         path=run,
