@@ -44,12 +44,18 @@ class RunContext:
     """One run directory, opened for writing. Use as a context manager, or call ``close``."""
 
     def __init__(self, run_dir: str | Path, *, teachers: dict[str, BackendConfig] | None = None, seed: int = 0,
-                 allow_partial: bool = False, new_ledger: bool = False):
+                 allow_partial: bool = False, new_ledger: bool = False, shared: bool = False):
+        """``shared``: take no writer's lock, for helper processes that read tables and use the ledger (SQLite
+        serialises their requests) beside the one writer; such a context can never commit a stage output."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = RunLock(self.run_dir).acquire()
+        self.shared = shared
+        self.lock = RunLock(self.run_dir)
+        if not shared:
+            self.lock.acquire()
         try:
-            clean_leftovers(self.run_dir)
+            if not shared:
+                clean_leftovers(self.run_dir)
             self.state = RunState(self.run_dir)
         except BaseException:
             self.lock.release()
@@ -115,6 +121,7 @@ class RunContext:
     # -- stage I/O -----------------------------------------------------------------------------------------------
     def run_stage(self, stage: "Stage", cfg: Any, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run ``body`` as stage ``stage``: resolve its inputs, commit its outputs atomically, record the lineage."""
+        self._writable()
         if self.scope is not None:
             if self.scope.stage is stage:  # run() calling itself through a subclass: one scope
                 return body()
@@ -292,7 +299,12 @@ class RunContext:
         """Seed a run with a samples table as if stage ``stage_id`` had written it (CLI commands, tests)."""
         return self._write_seed(stage_id, "samples", rows)
 
+    def _writable(self) -> None:
+        if self.shared:
+            raise RuntimeError(f"{self.run_dir}: a shared context (no writer's lock) cannot write stage outputs")
+
     def _write_seed(self, stage_id: str, kind: str, rows: list[dict[str, Any]]) -> Path:
+        self._writable()
         if self.scope is not None:
             raise RuntimeError("inside a stage, write through ctx.output(name)")
         writer = TableWriter(self.path(f"{stage_id}.parquet"), SCHEMAS[kind])
