@@ -29,14 +29,18 @@ from mathforge.errors import MathforgeError
 from mathforge.pipeline.stages import Stage
 from mathforge.store import write_table
 
-Style = Literal["chat", "completion"]
+Style = Literal["chat", "completion", "synthesis"]
 Format = Literal["jsonl", "parquet", "dataset"]
 SPLITS = ("train", "validation")
 
 
 class ExportConfig(StrictModel):
     formats: list[Format] = Field(["jsonl", "parquet", "dataset"], description="any of: jsonl, parquet, dataset")
-    styles: list[Style] = Field(["chat", "completion"], description="chat messages and/or prompt-completion pairs")
+    styles: list[Style] = Field(["chat", "completion"], description="chat messages and/or prompt-completion pairs "
+                                "of the samples; synthesis: (seed or passage, method, level) -> new problem chats "
+                                "from a synthesize stage's problems, to train a synthesiser")
+    synthesis_solution: bool = Field(False, description="synthesis style: the reply holds the pseudo-gold solution "
+                                                        "after the problem")
     system_prompt: str | None = Field(None, description="system message of every exported chat (none by default)")
     prompt_template: str = Field(
         "Question: {question}\nAnswer: ", description="prompt of the prompt-completion style; {question} is filled in"
@@ -261,8 +265,19 @@ class ExportStage(Stage):
             "recipe": recipe.read_text(encoding="utf-8") if recipe.exists() else None,
             "curate": latest_curate_report(ctx.run_dir),
         }
-        counts = export(ctx.samples(), out, cfg, seed=ctx.seed, provenance=provenance)
-        metrics: dict[str, Any] = {
+        sample_styles = [s for s in cfg.styles if s != "synthesis"]
+        empty = {sp: {"rows": 0, "problems": 0} for sp in SPLITS}
+        counts = (export(ctx.samples(), out, cfg.model_copy(update={"styles": sample_styles}), seed=ctx.seed,
+                         provenance=provenance) if sample_styles else empty)
+        metrics: dict[str, Any] = {}
+        if "synthesis" in cfg.styles:
+            from mathforge.synth.export import export_synthesis
+
+            syn = export_synthesis(ctx.problems(), out, cfg, ctx.seed)
+            metrics["synthesis"] = {sp: c["rows"] for sp, c in syn.items()}
+            if not sample_styles:
+                counts = syn
+        metrics |= {
             "accepted": counts["train"]["rows"] + counts["validation"]["rows"],
             "train": counts["train"]["rows"],
             "validation": counts["validation"]["rows"],

@@ -20,8 +20,16 @@ class TrainStage(Stage):
         from mathforge.train.sft import train
 
         cfg = cfg.model_copy(update={
-            "data": cfg.data or str(ctx.run_dir),
+            "data": _in_run(ctx, cfg.data) if cfg.data else str(ctx.run_dir),
             "output_dir": cfg.output_dir or str(ctx.path(self.stage_id)),
         })
         metrics = train(cfg, seed=ctx.seed)
         return {k: metrics[k] for k in SUMMARY_KEYS if k in metrics}
+
+
+def _in_run(ctx: Any, data: str) -> str:
+    """A relative data path names a folder of this run (e.g. ``export/synthesis``) when one exists there."""
+    from pathlib import Path
+
+    inside = ctx.path(data)
+    return str(inside) if not Path(data).is_absolute() and inside.exists() else data
