@@ -41,7 +41,7 @@ def test_synthesis_rows_replay_the_writers_prompt():
 @requires_smollm2
 def test_distill_synthesizer_end_to_end(tmp_path):
     rules = [Rule([WRITER, "different numbers"], NEW), Rule([SOLVER], ["3 + 4 = 7. The answer is 7."])]
-    with ScriptedServer(rules) as server:
+    with ScriptedServer(rules, lifetime=1500) as server:
         teacher = {"backend": "openai", "model": "scripted", "base_url": server.url, "api_key_env": None,
                    "max_attempts": 1}
         synth = {"methods": ["change_numbers"], "levels": ["grade_school"], "k": 2, "min_agreement": 0.5,
