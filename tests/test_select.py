@@ -13,7 +13,7 @@ from mathforge.errors import ConfigError, DataError
 from mathforge.pipeline.context import RunContext
 from mathforge.select import SelectConfig, select_rows
 from mathforge.select.influence import Sketch
-from mathforge.select.stage import SelectStage, SelectStageConfig
+from mathforge.select.stage import SelectProblemsStage, SelectStage
 from tests.conftest import requires_smollm2
 
 
@@ -86,7 +86,8 @@ def test_stage_writes_kept_rows_and_rejects_the_rest(tmp_path):
     try:
         ctx.write_samples("verified", [{**r, "gold": "1", "teacher": "t", "model": "m", "sample_index": 0,
                                         "prompt_key": "cot", "request_key": r["id"]} for r in rows])
-        metrics = SelectStage().run(ctx, SelectStageConfig(method="pass-rate", keep=1, unit="problem"))
+        metrics = SelectStage().run(ctx, SelectConfig(method="pass-rate", keep=1, unit="problem"))
+        latest = ctx.state.latest("samples").path
     finally:
         ctx.close()
     kept = pq.read_table(tmp_path / "run" / "select.parquet").to_pylist()
@@ -94,7 +95,21 @@ def test_stage_writes_kept_rows_and_rejects_the_rest(tmp_path):
     rejected = [r for r in pq.read_table(tmp_path / "run" / "rejected.parquet").to_pylist() if r["stage"] == "select"]
     assert {json.loads(r["record"])["problem_id"] for r in rejected} == {"b", "c"}
     assert metrics["units_kept"] == 1 and metrics["rows_in"] == 6
-    assert json.loads((tmp_path / "run" / "state.json").read_text())["tables"]["samples"] == "select.parquet"
+    assert latest == "select.parquet"  # what a later stage reads
+
+
+def test_select_problems_keeps_the_score_in_meta(tmp_path):
+    from mathforge.records import Problem
+
+    ctx = RunContext(tmp_path / "run", seed=0)
+    try:
+        ctx.write_problems("load", [Problem(f"p{i}", f"What is {i}?", str(i), f"It is {i}.") for i in range(4)])
+        metrics = SelectProblemsStage().run(ctx, SelectConfig(method="random", keep=3))
+    finally:
+        ctx.close()
+    kept = [Problem.from_row(r) for r in pq.read_table(tmp_path / "run" / "select_problems.parquet").to_pylist()]
+    assert len(kept) == 3 and all(isinstance(p.meta["select_score"], float) for p in kept)
+    assert metrics["rows_kept"] == 3
 
 
 @pytest.mark.slow

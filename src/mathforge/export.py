@@ -25,8 +25,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from mathforge.config import StrictModel, dump_yaml
-from mathforge.errors import MathforgeError
-from mathforge.pipeline.stages import Stage
+from mathforge.errors import ConfigError, MathforgeError
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
+from mathforge.records import Problem
 from mathforge.store import write_table
 
 Style = Literal["chat", "completion", "synthesis"]
@@ -245,35 +247,65 @@ def push_to_hub(out: Path, repo: str, private: bool = True, token: str | None = 
     return str(url)
 
 
-def latest_curate_report(run_dir: Path) -> dict[str, Any] | None:
-    """The report of the curate stage run last in this run directory, if any."""
-    reports = sorted(run_dir.glob("curate*.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(reports[-1].read_text(encoding="utf-8")) if reports else None
+def curate_report(path: Path | None) -> dict[str, Any] | None:
+    """A curate stage's report (``curate.json``), or None."""
+    return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.exists() else None
+
+
+def latest_curate_report(folder: Path) -> dict[str, Any] | None:
+    """The newest curate report beside a samples file that is not part of a run's lineage."""
+    reports = sorted(folder.glob("curate*.json"), key=lambda p: p.stat().st_mtime)
+    return curate_report(reports[-1]) if reports else None
+
+
+def export_atomic(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, seed: int = 0,
+                  provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``export`` into a staging folder switched in whole: a kill never leaves a half-written ``out``."""
+    from mathforge.pipeline.io import DirWriter
+
+    staging = DirWriter(out)
+    try:
+        counts = export(samples, staging.path, cfg, seed, provenance)
+        staging.commit()
+    except BaseException:
+        staging.abort()
+        raise
+    return counts
 
 
 class ExportStage(Stage):
     name = "export"
     Config = ExportConfig
+    inputs = {"samples": Port("samples", optional=True), "problems": Port("problems", optional=True),
+              "curate_report": Port("curate-report", optional=True)}
+    outputs = {"export": Port("export", folder=True)}
     stage_id = "export"
 
-    def run(self, ctx: Any, cfg: ExportConfig) -> dict[str, Any]:
-        out = ctx.path(cfg.out_dir)
+    def run(self, ctx: RunContext, cfg: ExportConfig) -> dict[str, Any]:
+        out = ctx.output_dir("export", cfg.out_dir)
         recipe = ctx.path("recipe.yaml")
         provenance = {
             "name": ctx.run_dir.name,
             "seed": ctx.seed,
             "recipe": recipe.read_text(encoding="utf-8") if recipe.exists() else None,
-            "curate": latest_curate_report(ctx.run_dir),
+            "curate": curate_report(ctx.input_path("curate_report")),
         }
         sample_styles = [s for s in cfg.styles if s != "synthesis"]
-        empty = {sp: {"rows": 0, "problems": 0} for sp in SPLITS}
-        counts = (export(ctx.samples(), out, cfg.model_copy(update={"styles": sample_styles}), seed=ctx.seed,
-                         provenance=provenance) if sample_styles else empty)
+        counts = {sp: {"rows": 0, "problems": 0} for sp in SPLITS}
+        if sample_styles:
+            if not ctx.has_input("samples"):
+                raise ConfigError(f"export: styles {', '.join(sample_styles)} need a samples table before this stage "
+                                  "(a generate or verify stage); style synthesis alone needs only synthesised problems")
+            counts = export(ctx.input("samples").to_pylist(), out.path, cfg.model_copy(update={"styles": sample_styles}),
+                            seed=ctx.seed, provenance=provenance)
         metrics: dict[str, Any] = {}
         if "synthesis" in cfg.styles:
             from mathforge.synth.export import export_synthesis
 
-            syn = export_synthesis(ctx.problems(), out, cfg, ctx.seed)
+            if not ctx.has_input("problems"):
+                raise ConfigError("export: style synthesis needs the problems of a synthesize stage before this one")
+            problems = [Problem.from_row(r) for r in ctx.input("problems").to_pylist()]
+            syn = export_synthesis(problems, out.path, cfg, ctx.seed)
             metrics["synthesis"] = {sp: c["rows"] for sp, c in syn.items()}
             if not sample_styles:
                 counts = syn
@@ -281,8 +313,8 @@ class ExportStage(Stage):
             "accepted": counts["train"]["rows"] + counts["validation"]["rows"],
             "train": counts["train"]["rows"],
             "validation": counts["validation"]["rows"],
-            "out_dir": str(out),
+            "out_dir": str(out.final),
         }
-        if cfg.push_to_hub:
-            metrics["hub_url"] = push_to_hub(out, cfg.push_to_hub, cfg.private)
+        if cfg.push_to_hub:  # the staging folder holds exactly the files about to be switched in
+            metrics["hub_url"] = push_to_hub(out.path, cfg.push_to_hub, cfg.private)
         return metrics

@@ -1,37 +1,47 @@
-"""The select stage: score the samples (or problems) table, keep the best under a budget, reject the rest."""
+"""The select stages: score the samples (``select``) or problems (``select_problems``) table, keep the best under a
+budget, reject the rest."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from mathforge.pipeline.stages import Stage
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
+from mathforge.records import Problem
 from mathforge.select.config import SelectConfig
 from mathforge.select.select import select_rows
 
 
-class SelectStageConfig(SelectConfig):
-    table: Literal["samples", "problems"] = Field("samples", description="which table to select from")
-
-
 class SelectStage(Stage):
     name = "select"
-    Config = SelectStageConfig
-    writes = "samples"
+    Config = SelectConfig
+    inputs = {"samples": Port("samples")}
+    outputs = {"samples": Port("samples")}
     stage_id = "select"
 
-    def run(self, ctx: Any, cfg: SelectStageConfig) -> dict[str, Any]:
-        rows = ctx.samples() if cfg.table == "samples" else [p.to_row() for p in ctx.problems()]
-        result = select_rows(rows, cfg, ctx.seed)
-        if cfg.table == "samples":
-            ctx.write_samples(self.stage_id, result.kept)
-        else:
-            from mathforge.records import Problem
+    def run(self, ctx: RunContext, cfg: SelectConfig) -> dict[str, Any]:
+        result = select_rows(ctx.input("samples").to_pylist(), cfg, ctx.seed)
+        ctx.output("samples").write(result.kept)
+        ctx.reject(self.stage_id, result.rejected)
+        return result.metrics
 
-            kept = [Problem.from_row(r) for r in result.kept]
-            for p, r in zip(kept, result.kept):
-                p.meta["select_score"] = r["select_score"]
-            ctx.write_problems(self.stage_id, kept)
+
+class SelectProblemsStage(Stage):
+    """The same on problems, scored on question + reference solution; the score lands in ``meta.select_score``."""
+
+    name = "select_problems"
+    Config = SelectConfig
+    inputs = {"problems": Port("problems")}
+    outputs = {"problems": Port("problems")}
+    stage_id = "select_problems"
+
+    def run(self, ctx: RunContext, cfg: SelectConfig) -> dict[str, Any]:
+        result = select_rows(ctx.input("problems").to_pylist(), cfg, ctx.seed)
+        kept = []
+        for row in result.kept:
+            p = Problem.from_row(row)
+            p.meta["select_score"] = row["select_score"]
+            kept.append(p.to_row())
+        ctx.output("problems").write(kept)
         ctx.reject(self.stage_id, result.rejected)
         return result.metrics

@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS requests (
     request TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
+    abandoned INTEGER NOT NULL DEFAULT 0,
     text TEXT,
     finish_reason TEXT,
     tokens_in INTEGER,
@@ -39,6 +41,18 @@ CREATE INDEX IF NOT EXISTS requests_status ON requests(status);
 """
 
 PENDING, OK, FAILED = "pending", "ok", "failed"
+# The asynchronous batch lifecycle (``mathforge.engine.batch``): a request is ``submitting`` from the moment its local
+# batch file is recorded (before any upload), and ``submitted`` once the provider's batch id is recorded. Neither is
+# ever sent again by the online path; only the batch runner moves them on (to ok, failed, or back to pending).
+SUBMITTING, SUBMITTED = "submitting", "submitted"
+IN_BATCH = (SUBMITTING, SUBMITTED)
+
+# Columns added after the first release, with their types: ledgers written before them are migrated on open.
+_ADDED_COLUMNS = {
+    "batch_id": "TEXT",
+    # HTTP attempts of the request that the engine cut short (``attempts`` counts every attempt, these included)
+    "abandoned": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 def canonical_json(obj: Any) -> str:
@@ -106,6 +120,32 @@ class Ledger:
         # the last commits, which are then simply re-sent.
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns newer code needs to a ledger written by older code (additive only; nothing rewritten)."""
+        with self._lock:
+            have = {r[1] for r in self._conn.execute("PRAGMA table_info(requests)")}
+            for col, typ in _ADDED_COLUMNS.items():
+                if col not in have:
+                    self._conn.execute(f"ALTER TABLE requests ADD COLUMN {col} {typ}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write transaction (for stores layered on the ledger, such as the batch table)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """Read rows with a SQL query (for stores layered on the ledger)."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
 
     def close(self) -> None:
         with self._lock:
@@ -160,22 +200,26 @@ class Ledger:
             )
             self._conn.execute("COMMIT")
 
-    def record_failure(self, key: str, error: str, *, final: bool, attempts: int = 1) -> None:
-        """Note a failed attempt; ``final`` marks the request failed (re-sent only by ``mathforge retry``)."""
+    def record_failure(self, key: str, error: str, *, final: bool, attempts: int = 1, abandoned: int = 0) -> None:
+        """Note a failed (or ``abandoned``) attempt; ``final`` marks the request failed (re-sent only by ``mathforge
+        retry``). Attempts are counted even after the request was answered (a re-send's loser still costs a call)."""
         with self._lock:
             self._conn.execute(
-                "UPDATE requests SET status=?, error=?, attempts=attempts+?, updated=? WHERE key=? AND status!='ok'",
-                (FAILED if final else PENDING, error, attempts, time.time(), key),
+                "UPDATE requests SET status=CASE WHEN status='ok' THEN status ELSE ? END, "
+                "error=CASE WHEN status='ok' THEN error ELSE ? END, attempts=attempts+?, abandoned=abandoned+?, "
+                "updated=CASE WHEN status='ok' THEN updated ELSE ? END WHERE key=?",
+                (FAILED if final else PENDING, error, attempts, abandoned, time.time(), key),
             )
 
     def reset_failed(self, keys: Iterable[str] | None = None) -> int:
         """Mark failed requests pending again so the next run re-sends them; returns how many."""
         with self._lock:
             if keys is None:
-                cur = self._conn.execute("UPDATE requests SET status='pending' WHERE status='failed'")
+                cur = self._conn.execute("UPDATE requests SET status='pending', batch_id=NULL WHERE status='failed'")
             else:
                 cur = self._conn.executemany(
-                    "UPDATE requests SET status='pending' WHERE status='failed' AND key=?", [(k,) for k in keys]
+                    "UPDATE requests SET status='pending', batch_id=NULL WHERE status='failed' AND key=?",
+                    [(k,) for k in keys],
                 )
             return cur.rowcount
 
@@ -230,6 +274,15 @@ class Ledger:
             return self._conn.execute(
                 "SELECT COUNT(*) FROM requests WHERE status='ok' AND updated >= ?", (since,)
             ).fetchone()[0]
+
+    def calls(self) -> dict[str, dict[str, int]]:
+        """HTTP attempts per teacher over every request: all, abandoned, and the answers kept."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT teacher, COALESCE(SUM(attempts),0), COALESCE(SUM(abandoned),0), "
+                "COALESCE(SUM(status='ok'),0) FROM requests GROUP BY teacher"
+            ).fetchall()
+        return {t: {"calls": c, "abandoned": a, "answers": k} for t, c, a, k in rows}
 
     def usage(self) -> dict[str, dict[str, int]]:
         """Tokens and requests per teacher over answered requests."""

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from mathforge.config import StrictModel
 from mathforge.errors import ConfigError
-from mathforge.pipeline.stages import Stage
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import WHOLE_RUN, Port, Stage
 from mathforge.records import Problem
 from mathforge.store import read_rows
 from mathforge.synth.compare import set_metrics, solve_rate, teacher_requests
@@ -28,7 +29,7 @@ class SynthCompareConfig(StrictModel):
     near_threshold: float = Field(0.7, gt=0, le=1, description="MinHash Jaccard of a near-duplicate problem")
 
 
-def _synth_metrics(ctx: Any, stage_id: str) -> dict[str, Any]:
+def _synth_metrics(ctx: RunContext, stage_id: str) -> dict[str, Any]:
     if stage_id in ctx.metrics:
         return ctx.metrics[stage_id]
     summary = ctx.path("summary.json")
@@ -42,18 +43,22 @@ def _synth_metrics(ctx: Any, stage_id: str) -> dict[str, Any]:
 class SynthCompareStage(Stage):
     name = "synth_compare"
     Config = SynthCompareConfig
+    inputs = {"run": Port(WHOLE_RUN)}  # the problem sets of the synthesize stages named in the config
+    outputs = {"report": Port("synth-compare", file="{id}.json")}
     stage_id = "synth_compare"
 
-    def run(self, ctx: Any, cfg: SynthCompareConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, cfg: SynthCompareConfig) -> dict[str, Any]:
         from mathforge.pipeline.progress import console
 
         teacher_model = ctx.backend(cfg.teacher).identity()[0]
         training_cost = sum(teacher_requests(_synth_metrics(ctx, s), True, True) for s in cfg.training_data_from)
         out: dict[str, Any] = {}
         for label, stage_id in cfg.sets.items():
-            path = ctx.path(f"{stage_id}.parquet")
-            if not path.exists():
-                raise ConfigError(f"synth_compare: set '{label}': {path.name} does not exist (run '{stage_id}')")
+            produced = (ctx.state.stages.get(stage_id) or {}).get("outputs", {}).get("problems")
+            path = ctx.path(produced["path"]) if produced else None
+            if path is None or not path.exists():
+                raise ConfigError(f"synth_compare: set '{label}': stage '{stage_id}' has written no problems in "
+                                  f"{ctx.run_dir} (run it first)")
             problems = [p for p in map(Problem.from_row, read_rows(path)) if p.source == "synth"]
             synth = _synth_metrics(ctx, stage_id)
             writers = {p.meta.get("writer_model") for p in problems}
@@ -66,7 +71,7 @@ class SynthCompareStage(Stage):
             m["solve_rate"] = solve_rate(ctx, problems, cfg.solver, cfg.max_tokens, ctx.seed) if cfg.solver else None
             m["written_by_teacher"] = by_teacher
             out[label] = m
-        ctx.path(f"{self.stage_id}.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+        ctx.output_file("report").write_text(json.dumps(out, indent=1), encoding="utf-8")
         table = Table(title="synthesised problems compared")
         keys = [k for k in next(iter(out.values()))]
         table.add_column("metric")
