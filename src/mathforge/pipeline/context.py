@@ -11,6 +11,7 @@ from mathforge.backends import Backend, BackendConfig, make_backend
 from mathforge.errors import ConfigError
 from mathforge.records import PROBLEM_SCHEMA, SAMPLE_SCHEMA, Problem
 from mathforge.store import Ledger, append_rejected, read_rows, write_table
+from mathforge.store.shards import ShardReader, ShardWriter
 
 
 class RunContext:
@@ -54,6 +55,23 @@ class RunContext:
         path = write_table(self.path(f"{stage_id}.parquet"), rows, SAMPLE_SCHEMA)
         self._set_table("samples", path.name)
         return path
+
+    def writer(self, stage_id: str, kind: str, *, fingerprint: str = "", resume: bool = False,
+               rows_per_shard: int | None = None) -> ShardWriter:
+        """A shard writer for ``<stage_id>.parquet``; ``commit_table`` switches it in as the latest ``kind``."""
+        schema = {"problems": PROBLEM_SCHEMA, "samples": SAMPLE_SCHEMA}.get(kind)
+        extra = {"rows_per_shard": rows_per_shard} if rows_per_shard else {}
+        return ShardWriter(self.path(f"{stage_id}.parquet"), schema, fingerprint=fingerprint, resume=resume, **extra)
+
+    def commit_table(self, kind: str, writer: ShardWriter) -> Path:
+        """Switch a finished shard writer's table in and make it the latest table of ``kind``."""
+        path = writer.commit()
+        self._set_table(kind, path.name)
+        return path
+
+    def reader(self, kind: str) -> ShardReader:
+        """The latest table of ``kind`` read in bounded batches (a file or a shard directory)."""
+        return ShardReader(self._need(kind))
 
     def problems(self) -> list[Problem]:
         return [Problem.from_row(r) for r in read_rows(self._need("problems"))]
