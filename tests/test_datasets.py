@@ -357,7 +357,8 @@ def test_hub_rows_are_read_through_load_dataset(monkeypatch):
     assert calls[0] == ("EleutherAI/hendrycks_math", "algebra", "test", True) and len(calls) == 7  # every subject
     assert [(p.id, p.answer) for p in problems] == [("math/test/0", "0"), ("math/test/1", "1")]
     calls.clear()
-    list(load("generic", "someone/data", config="cfg", question_field="problem", answer_field=None))
+    with pytest.raises(DataError, match="^someone/data: the source holds no rows"):  # an empty source is an error
+        list(load("generic", "someone/data", config="cfg", question_field="problem", answer_field=None))
     assert calls == [("someone/data", "cfg", "train", False)]
 
 

@@ -14,15 +14,25 @@ class ConfigError(MathforgeError):
 class DataError(MathforgeError):
     """A row of an input file is malformed."""
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        row: int | None = None,
+    ):
         where = []
         if file:
             where.append(str(file))
         if line is not None:
             where.append(f"line {line}")
+        elif row is not None:  # files without lines (Parquet, hub datasets): the 1-based row number
+            where.append(f"row {row}")
         if field:
             where.append(f"field '{field}'")
-        self.file, self.line, self.field, self.detail = file, line, field, message
+        self.file, self.line, self.field, self.row, self.detail = file, line, field, row, message
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
 
 

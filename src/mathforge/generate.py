@@ -24,7 +24,7 @@ from mathforge.pipeline.progress import console, progress_bar
 from mathforge.pipeline.stages import Stage
 from mathforge.prompts import build_messages, get_prompt
 from mathforge.records import Problem, Sample
-from mathforge.store.ledger import FAILED, OK, PENDING, Ledger, request_key
+from mathforge.store.ledger import FAILED, IN_BATCH, OK, PENDING, Ledger, request_key
 
 
 class GenerateConfig(StrictModel):
@@ -108,13 +108,26 @@ def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False)
     status = ledger.statuses([p.request.key for p in planned])
     todo: dict[str, list[GenRequest]] = {}
     seen: set[str] = set()
+    # A batch teacher also gets its requests already in provider batches: it collects them (never re-submits).
+    batched = {t for t in {p.teacher for p in planned} if getattr(ctx.backend(t), "resumes_batches", False)}
+    in_batches = 0
     for p in planned:
-        if status.get(p.request.key) == PENDING and p.request.key not in seen:
+        st = status.get(p.request.key)
+        if p.request.key in seen:
+            continue
+        if st == PENDING or (st in IN_BATCH and p.teacher in batched):
             seen.add(p.request.key)
             todo.setdefault(p.teacher, []).append(p.request)
+        elif st in IN_BATCH:
+            in_batches += 1
+    if in_batches:
+        console.log(f"[yellow]{in_batches} requests are in provider batches of a teacher now online; "
+                    "`mathforge status RUN_DIR` collects them (they are never sent twice)")
     cached = sum(1 for s in status.values() if s == OK)
     failed_before = sum(1 for s in status.values() if s == FAILED)
     metrics: dict[str, Any] = {"requests": len(planned), "cached": cached, "sent": sum(map(len, todo.values()))}
+    if in_batches:
+        metrics["in_batches"] = in_batches
     if failed_before:
         console.log(f"[yellow]{failed_before} requests failed earlier; `mathforge retry RUN_DIR` re-sends them")
     if not todo:
@@ -230,8 +243,10 @@ class GenerateStage(Stage):
         }
 
 
-def retry_failed_requests(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Re-send only the requests a run recorded as failed: its generate stages again, with ``retry_failed``."""
+def retry_failed_requests(run_dir: str | Path, mode: str | None = None) -> dict[str, dict[str, Any]]:
+    """Re-send only the requests a run recorded as failed: its generate stages again, with ``retry_failed``.
+
+    ``mode`` ("online" or "batch") overrides the mode of every teacher that has one, for this retry only."""
     from mathforge.pipeline.context import RunContext
     from mathforge.pipeline.recipe import load_recipe
 
@@ -239,6 +254,13 @@ def retry_failed_requests(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         raise ConfigError(f"{run_dir}: no recipe.yaml here; `mathforge retry` takes a run directory")
     recipe = load_recipe(str(path))
+    if mode is not None:
+        for name, cfg in recipe.teachers.items():
+            if "mode" in type(cfg).model_fields:
+                allowed = type(cfg).model_fields["mode"].annotation
+                if mode not in getattr(allowed, "__args__", (mode,)):
+                    raise ConfigError(f"teacher {name}: backend {cfg.backend} has no mode '{mode}'")
+                recipe.teachers[name] = cfg.model_copy(update={"mode": mode})
     ctx = RunContext(run_dir, teachers=recipe.teachers, seed=recipe.seed)
     out: dict[str, dict[str, Any]] = {}
     try:

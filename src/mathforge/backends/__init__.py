@@ -11,6 +11,7 @@ from mathforge.errors import ConfigError
 
 # name -> "module:Class"; each module holds one backend and its Config model.
 BACKENDS: dict[str, str] = {
+    "anthropic": "mathforge.backends.anthropic_batch:AnthropicBatchBackend",
     "local": "mathforge.backends.local:LocalBackend",
     "openai": "mathforge.backends.openai_api:OpenAIBackend",
     "vllm": "mathforge.backends.vllm_offline:VLLMBackend",
@@ -32,7 +33,8 @@ def parse_teacher(name: str, data: Any, where: str) -> BackendConfig:
 
 
 def make_backend(name: str, config: BackendConfig) -> Backend:
-    return backend_class(config.backend)(name, config)
+    cls = backend_class(config.backend)
+    return cls.for_config(config)(name, config)
 
 
 __all__ = [

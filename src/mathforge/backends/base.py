@@ -77,6 +77,11 @@ class Backend(ABC):
         self.name = name
         self.config = config
 
+    @classmethod
+    def for_config(cls, config: BackendConfig) -> type["Backend"]:
+        """The class that serves this config (a backend may hand a mode such as ``batch`` to another class)."""
+        return cls
+
     @abstractmethod
     def identity(self) -> tuple[str, str]:
         """(model, endpoint) as they enter the ledger key; must not need the model to be loaded."""

@@ -15,6 +15,7 @@ from typing import Any, Literal, Sequence
 from pydantic import Field
 
 from mathforge.backends.base import Backend, BackendConfig, Completion, GenRequest, ResultSink
+from mathforge.engine.batch import BatchOptions
 from mathforge.engine import ApiError, Engine, EngineConfig, Job, Pricing, Reply, TeacherStats, make_jobs, sample_seed
 from mathforge.engine.retry import redact, retry_after
 from mathforge.engine.runner import run_sync
@@ -43,6 +44,10 @@ class OpenAIConfig(BackendConfig):
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens", description="request field for the output cap (newer OpenAI models want max_completion_tokens)"
     )
+    mode: Literal["online", "batch"] = Field(
+        "online", description="online: one HTTP call per request; batch: the provider's files + batches API "
+        "(half price, answered within its completion window)")
+    batch: BatchOptions = Field(default_factory=BatchOptions, description="limits, polling and price of mode: batch")
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -63,6 +68,14 @@ class OpenAIBackend(Backend):
         self._client: Any = None
         self._key: str = ""
         self.last_stats: TeacherStats | None = None
+
+    @classmethod
+    def for_config(cls, config: BackendConfig) -> type[Backend]:
+        if getattr(config, "mode", "online") == "batch":
+            from mathforge.backends.openai_batch import OpenAIBatchBackend
+
+            return OpenAIBatchBackend
+        return cls
 
     def identity(self) -> tuple[str, str]:
         return self.config.model, self.config.base_url.rstrip("/")
@@ -123,16 +136,7 @@ class OpenAIBackend(Backend):
         import httpx2
         import openai
 
-        first = job.requests[0]
-        p = first.params
-        body: dict[str, Any] = {"model": self.config.model, "messages": first.messages,
-                                "temperature": p.temperature, "top_p": p.top_p, self.config.max_tokens_field: p.max_tokens}
-        if job.n > 1:
-            body["n"] = job.n
-        if p.seed is not None:
-            body["seed"] = sample_seed(p.seed, first.sample_index)
-        if p.stop:
-            body["stop"] = list(p.stop)
+        body = chat_body(self.config, job.requests[0], job.n)
         headers = {"x-mathforge-keys": ",".join(r.key[:16] for r in job.requests)}
         t0 = time.monotonic()
         try:
@@ -182,6 +186,20 @@ class OpenAIBackend(Backend):
         elif exc.status_code == 404:
             msg = f"model '{self.config.model}' at {self.config.base_url}: {msg}"
         return redact(msg, [self._key])
+
+
+def chat_body(config: OpenAIConfig, request: GenRequest, n: int = 1) -> dict[str, Any]:
+    """The chat-completions body of a request (online calls and batch files send the same one)."""
+    p = request.params
+    body: dict[str, Any] = {"model": config.model, "messages": request.messages,
+                            "temperature": p.temperature, "top_p": p.top_p, config.max_tokens_field: p.max_tokens}
+    if n > 1:
+        body["n"] = n
+    if p.seed is not None:
+        body["seed"] = sample_seed(p.seed, request.sample_index)
+    if p.stop:
+        body["stop"] = list(p.stop)
+    return body
 
 
 def classify_connection_error(exc: BaseException) -> tuple[str, str]:

@@ -69,6 +69,7 @@ for _name, _module in [
     ("curate", "mathforge.cli.curate"),
     ("export", "mathforge.cli.export"),
     ("retry", "mathforge.cli.retry"),
+    ("status", "mathforge.cli.status"),
     ("eval", "mathforge.cli.evaluate"),
     ("report", "mathforge.cli.report"),
     ("view", "mathforge.cli.view"),
@@ -81,8 +82,10 @@ def main() -> None:
     try:
         app()
     except MathforgeError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        code = getattr(exc, "exit_code", 2)
+        label = "[bold yellow]in flight:[/]" if code == 75 else "[bold red]error:[/]"  # 75: engine.batch.EXIT_IN_FLIGHT
+        Console(stderr=True).print(f"{label} {exc}", highlight=False)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -45,11 +45,14 @@ def verify(
     timeout: float = typer.Option(5.0, help="hard limit in seconds for one symbolic check"),
     workers: Optional[int] = typer.Option(None, help="worker processes for symbolic checks (default: all cores)"),
     extractor: Optional[list[str]] = typer.Option(None, "--extractor", "-e", help="extractor to try, in order; repeatable"),
+    sandbox: Optional[str] = typer.Option(
+        None, help="how `-e pot` runs model code: bwrap (default) or unsafe-no-isolation (no isolation at all)"
+    ),
 ) -> None:
     """Judge every row's ``text`` against its ``gold``; write the rows with verdict columns added."""
     from mathforge.verify.stage import VerifyConfig, run_verify_stage
 
-    cfg = VerifyConfig(timeout=timeout, workers=workers, extractors=extractor or None)
+    cfg = VerifyConfig(timeout=timeout, workers=workers, extractors=extractor or None, sandbox=sandbox)
     rows = _read(input)
     out_rows = run_verify_stage(rows, cfg)
     output = output or input.with_name(f"{input.stem}.verified{input.suffix}")

@@ -58,12 +58,28 @@ def text_field(row: dict[str, Any], *names: str, required: bool = True) -> str |
         value = row.get(name)
         if value is None:
             continue
-        text = value.strip() if isinstance(value, str) else str(value).strip()
+        text = _text(value, name).strip()
         if text:
             return text
     if required:
         raise RowError("missing or empty", field=names[0])
     return None
+
+
+def _text(value: Any, field: str) -> str:
+    """A scalar cell as text; a list or mapping is refused, never turned into its Python repr (``['#### 5']``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):  # a Parquet binary column
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RowError(f"not valid UTF-8 (byte 0x{value[exc.start]:02x})", field=field) from None
+    if isinstance(value, (list, tuple, dict, set)):
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise RowError(f"expected text, got a {type(value).__name__}: {shown}", field=field)
+    return str(value)
 
 
 def jsonable(value: Any) -> Any:

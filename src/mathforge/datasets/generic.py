@@ -84,4 +84,6 @@ class Generic(Loader):
         if gold is None:
             wanted = "no final answer after '####'" if self.answer_parser == "gsm8k" else "no complete \\boxed{} answer"
             raise RowError(wanted, field=field)
+        if self.answer_parser == "gsm8k" and self.answer_style == "number" and number_text(gold) is None:
+            raise RowError(f"the gold answer is not a number: {gold!r} (answer_style 'number')", field=field)
         return gold

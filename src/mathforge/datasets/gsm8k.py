@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mathforge.datasets.answers import gsm8k_gold
+from mathforge.datasets.answers import gsm8k_gold, number_text
 from mathforge.datasets.base import Loader, RowError, text_field
 from mathforge.records import Problem
 
@@ -24,5 +24,7 @@ class GSM8K(Loader):
         gold = gsm8k_gold(solution)
         if gold is None:
             raise RowError("no final answer after '####'", field="answer")
+        if number_text(gold) is None:  # every GSM8K gold is a number; "#### five" is a broken row, not a gold
+            raise RowError(f"the final answer after '####' is not a number: {gold!r}", field="answer")
         # The full reference (with its <<calculator>> annotations) is kept verbatim as the solution.
         return Problem(key, question, gold, solution, self.dataset, {"answer_style": self.answer_style})

@@ -36,6 +36,8 @@ class MathQA(Loader):
     def parse(self, row: dict[str, Any], key: str) -> Problem:
         # The hub copy capitalises Problem/Rationale and calls "type" "category"; the GitHub files do not.
         question = text_field(row, "problem", "Problem")
+        if isinstance(row.get("options"), list):  # some copies hold the options as a list of "a ) 12" strings
+            row = {**row, "options": " , ".join(map(str, row["options"]))}
         options = text_field(row, "options")
         choices = parse_options(options)
         if len(choices) < 2:

@@ -1,7 +1,8 @@
 """Where rows come from: a JSONL/JSON/Parquet/CSV file, a directory of split files, a bundled sample, or the hub.
 
 Every row carries its 0-based index in the source (the basis of stable ids) and, for text files, its 1-based line,
-so that a bad row can be named exactly.
+so that a bad row can be named exactly. Rows that cannot be trusted (bad JSON, bytes that are not UTF-8, more than
+``max_row_bytes``) come out as error rows, which the loader turns into an error or a reject.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from mathforge.errors import ConfigError, DataError
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
 KNOWN_SPLITS = ("train", "test", "validation", "valid", "val", "dev")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+# A row larger than this is rejected: 1 MiB of text is past every model's context window, so such a row can only
+# be a mistake (a whole file in one cell), and it would otherwise be carried through every stage.
+MAX_ROW_BYTES = 1 << 20
+_PREVIEW = 200  # characters of an oversized or undecodable row kept for the reject record
+# What errors="surrogateescape" makes of a byte that is not UTF-8: found here, it names the field holding it.
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 # name -> (file under mathforge/data, split its rows come from)
 BUNDLED: dict[str, tuple[str, str]] = {
@@ -30,7 +37,8 @@ BUNDLED: dict[str, tuple[str, str]] = {
 
 @dataclass
 class Row:
-    """One raw record; ``error`` is set (and ``data`` is None) when the text could not be decoded."""
+    """One raw record; ``error`` is set (and ``data`` is None) when it cannot be used, ``field`` when one field is
+    at fault; ``raw`` is then (a preview of) its text."""
 
     index: int
     file: str
@@ -38,14 +46,16 @@ class Row:
     data: dict[str, Any] | None
     raw: str | None = None
     error: str | None = None
+    field: str | None = None
 
 
 @dataclass
 class Source:
-    """A resolved input: which split it is (for ids) and how to read its rows."""
+    """A resolved input: which split it is (for ids), what it is called (for errors) and how to read its rows."""
 
     split: str
     rows: Callable[[], Iterator[Row]]
+    name: str = ""
 
 
 def bundled_path(name: str) -> Path:
@@ -56,32 +66,38 @@ def bundled_path(name: str) -> Path:
 
 
 def open_source(
-    loader: Loader, path: str | Path | None, split: str | None, config: str | None, streaming: bool
+    loader: Loader,
+    path: str | Path | None,
+    split: str | None,
+    config: str | None,
+    streaming: bool,
+    max_row_bytes: int = MAX_ROW_BYTES,
 ) -> Source:
     """Resolve ``path`` (file, directory, ``bundled:NAME``, hub id, or None for the loader's hub id) to a Source."""
     if path is None:
         if not loader.hub_id:
             raise ConfigError(f"dataset '{loader.name}' has no default hub id: pass path= to a file or directory")
         configs = (config,) if config else loader.hub_configs
-        return _hub_source(loader.hub_id, configs, split or loader.default_split, streaming)
+        return _hub_source(loader.hub_id, configs, split or loader.default_split, streaming, max_row_bytes)
     spec = str(path)
     if spec.startswith("bundled:"):
         name = spec.removeprefix("bundled:")
         file = bundled_path(name)
-        return _file_source([file], split or BUNDLED[name][1])
+        return _file_source([file], split or BUNDLED[name][1], max_row_bytes)
     if spec.startswith("hub:"):
         hub_id = spec.removeprefix("hub:")
-        return _hub_source(hub_id, _configs_for(loader, hub_id, config), split or loader.default_split, streaming)
+        configs = _configs_for(loader, hub_id, config)
+        return _hub_source(hub_id, configs, split or loader.default_split, streaming, max_row_bytes)
     p = Path(spec).expanduser()
     if p.is_file():
-        return _file_source([p], split or split_of(p))
+        return _file_source([p], split or split_of(p), max_row_bytes)
     if p.is_dir():
         found, chosen_split = _split_files(loader, p, split)
-        return _file_source(found, chosen_split)
+        return _file_source(found, chosen_split, max_row_bytes)
     if _HUB_ID.fullmatch(spec) and p.suffix.lower() not in SUFFIXES:
         configs = _configs_for(loader, spec, config)
         note = f"there is no local file or directory '{spec}', and "
-        return _hub_source(spec, configs, split or loader.default_split, streaming, note)
+        return _hub_source(spec, configs, split or loader.default_split, streaming, max_row_bytes, note)
     raise DataError("no such file or directory", file=spec)
 
 
@@ -123,29 +139,51 @@ def _split_files(loader: Loader, directory: Path, split: str | None) -> tuple[li
     )
 
 
-def _file_source(paths: list[Path], split: str) -> Source:
+def _file_source(paths: list[Path], split: str, max_row_bytes: int = MAX_ROW_BYTES) -> Source:
     def rows() -> Iterator[Row]:
         index = 0
         for path in paths:
-            for row in read_file(path, index):
+            for row in read_file(path, index, max_row_bytes):
                 yield row
                 index += 1
 
-    return Source(split, rows)
+    return Source(split, rows, ", ".join(map(str, paths)))
 
 
-def read_file(path: Path, start: int = 0) -> Iterator[Row]:
+def read_file(path: Path, start: int = 0, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
     """Rows of one file, chosen by suffix; ``start`` is the index of its first row (files of a sharded split)."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(path, start)
+        return _read_jsonl(path, start, max_row_bytes)
     if suffix == ".json":
-        return _read_json(path, start)
+        return _read_json(path, start, max_row_bytes)
     if suffix == ".parquet":
-        return _read_parquet(path, start)
+        return _read_parquet(path, start, max_row_bytes)
     if suffix in (".csv", ".tsv"):
-        return _read_csv(path, start, "\t" if suffix == ".tsv" else ",")
+        return _read_csv(path, start, "\t" if suffix == ".tsv" else ",", max_row_bytes)
     raise DataError(f"unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}", file=str(path))
+
+
+def _too_big(index: int, file: str, line: int | None, size: int, limit: int, preview: str) -> Row:
+    error = f"row is {size:,} bytes, over the limit of {limit:,} (max_row_bytes)"
+    return Row(index, file, line, None, raw=preview[:_PREVIEW] + " …", error=error)
+
+
+def _not_utf8(index: int, file: str, line: int | None, data: Any, raw: str) -> Row:
+    """An error row for text holding bytes that are not UTF-8, naming the field that holds them when it can."""
+    field = _surrogate_field(data) if isinstance(data, dict) else None
+    match = _SURROGATE.search(raw)
+    byte = f" (byte 0x{ord(match.group()) - 0xDC00:02x})" if match else ""
+    shown = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return Row(index, file, line, None, raw=shown[:_PREVIEW], error=f"not valid UTF-8{byte}", field=field)
+
+
+def _surrogate_field(data: dict[str, Any]) -> str | None:
+    """The first key whose value (or the key itself) holds an undecodable byte."""
+    for key, value in data.items():
+        if _SURROGATE.search(key) or _SURROGATE.search(json.dumps(value, ensure_ascii=False, default=str)):
+            return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return None
 
 
 def _decode(text: str, index: int, file: str, line: int) -> Row:
@@ -163,22 +201,50 @@ def _object_row(index: int, file: str, line: int, data: Any, raw: str) -> Row:
     return Row(index, file, line, None, raw=raw, error=f"expected a JSON object, got {type(data).__name__}")
 
 
-def _read_jsonl(path: Path, start: int) -> Iterator[Row]:
-    index = start
-    with path.open(encoding="utf-8") as fh:
-        for line, text in enumerate(fh, 1):
-            if text.strip():  # blank lines are not rows and do not shift ids
-                yield _decode(text, index, str(path), line)
+def _read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
+    index, line, file = start, 0, str(path)
+    with path.open("rb") as fh:
+        while True:
+            # Read at most the limit: an oversized line is skipped in chunks, never held in memory whole.
+            chunk = fh.readline(max_row_bytes + 1)
+            if not chunk:
+                return
+            line += 1
+            if len(chunk.rstrip(b"\r\n")) > max_row_bytes:
+                preview, size = chunk[:_PREVIEW].decode("utf-8", "replace"), len(chunk)
+                while chunk and not chunk.endswith(b"\n"):
+                    chunk = fh.readline(1 << 20)
+                    size += len(chunk)
+                size -= len(chunk) - len(chunk.rstrip(b"\r\n"))
+                yield _too_big(index, file, line, size, max_row_bytes, preview)
                 index += 1
+                continue
+            if not chunk.strip():  # blank lines are not rows and do not shift ids
+                continue
+            try:
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError:
+                text = chunk.decode("utf-8", "surrogateescape")
+                row = _decode(text, index, file, line)
+                yield _not_utf8(index, file, line, row.data, text.rstrip("\n"))
+            else:
+                yield _decode(text, index, file, line)
+            index += 1
 
 
-def _read_json(path: Path, start: int) -> Iterator[Row]:
+def _read_json(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
     """A JSON array of objects (walked element by element to know each one's line), or JSON lines named .json."""
-    text = path.read_text(encoding="utf-8")
-    body = text.lstrip()
-    if not body.startswith("["):
-        yield from _read_jsonl(path, start)
+    data = path.read_bytes()
+    body = data.lstrip()
+    if not body.startswith(b"["):
+        yield from _read_jsonl(path, start, max_row_bytes)
         return
+    try:
+        text, clean = data.decode("utf-8"), True
+    except UnicodeDecodeError:  # decode anyway and name the element and field that hold the bad bytes
+        text, clean = data.decode("utf-8", "surrogateescape"), False
+    del data, body
+    file = str(path)
     decoder = json.JSONDecoder()
     pos, index = text.index("[") + 1, start
     line = 1 + text.count("\n", 0, pos)
@@ -190,17 +256,24 @@ def _read_json(path: Path, start: int) -> Iterator[Row]:
             if nxt >= len(text) or text[nxt] != ",":
                 raise DataError(
                     "bad JSON: expected ',' or ']' between array elements",
-                    file=str(path),
+                    file=file,
                     line=line + text.count("\n", pos, nxt),
                 )
             nxt = _skip_space(text, nxt + 1)
         line += text.count("\n", pos, nxt)
         try:
-            data, end = decoder.raw_decode(text, nxt)
+            value, end = decoder.raw_decode(text, nxt)
         except json.JSONDecodeError as exc:
             # An array cannot be resynchronised after a syntax error, so this is fatal even with on_bad_row=skip.
-            raise DataError(f"bad JSON: {exc.msg} (column {exc.colno})", file=str(path), line=exc.lineno) from None
-        yield _object_row(index, str(path), line, data, text[nxt:end])
+            raise DataError(f"bad JSON: {exc.msg} (column {exc.colno})", file=file, line=exc.lineno) from None
+        raw = text[nxt:end]
+        size = len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogateescape"))
+        if size > max_row_bytes:
+            yield _too_big(index, file, line, size, max_row_bytes, raw)
+        elif not clean and _SURROGATE.search(raw):
+            yield _not_utf8(index, file, line, value, raw)
+        else:
+            yield _object_row(index, file, line, value, raw)
         line += text.count("\n", nxt, end)
         pos, index = end, index + 1
 
@@ -211,47 +284,110 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
-def _read_parquet(path: Path, start: int) -> Iterator[Row]:
+def value_bytes(value: Any) -> int:
+    """About how many bytes a decoded value holds (exact for text): the measure of ``max_row_bytes``."""
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(value_bytes(k) + value_bytes(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(value_bytes(v) for v in value)
+    return 8
+
+
+def _checked(index: int, file: str, data: dict[str, Any], max_row_bytes: int) -> Row:
+    """A Row for an already decoded record (Parquet, hub), rejected when it is over the size limit."""
+    size = value_bytes(data)
+    if size > max_row_bytes:
+        return _too_big(index, file, None, size, max_row_bytes, json.dumps(data, default=str)[:_PREVIEW])
+    return Row(index, file, None, data)
+
+
+def _read_parquet(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
     try:
         batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
     except Exception as exc:  # pyarrow raises several types for a corrupt or non-Parquet file
         raise DataError(f"cannot read Parquet: {exc}", file=str(path)) from None
-    index = start
+    index, file = start, str(path)
     for batch in batches:
-        for data in batch.to_pylist():
-            yield Row(index, str(path), None, data)
+        try:
+            records = batch.to_pylist()
+        except UnicodeDecodeError:  # a string column holds bytes that are not UTF-8 (pyarrow does not check)
+            yield from _parquet_rows_checked(batch, index, file, max_row_bytes)
+            index += batch.num_rows
+            continue
+        for data in records:
+            yield _checked(index, file, data, max_row_bytes)
             index += 1
 
 
-def _read_csv(path: Path, start: int, delimiter: str) -> Iterator[Row]:
-    index = start
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        while True:
-            line = reader.line_num + 1  # a quoted field may span lines: report where the record starts
+def _parquet_rows_checked(batch: Any, start: int, file: str, max_row_bytes: int) -> Iterator[Row]:
+    """The rows of a batch decoded cell by cell, so that a cell that is not UTF-8 names its row and column."""
+    for offset in range(batch.num_rows):
+        data, bad = {}, None
+        for name, column in zip(batch.schema.names, batch.columns):
             try:
-                data = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise DataError(f"bad CSV: {exc}", file=str(path), line=line) from None
-            if None in data:
-                yield Row(
-                    index,
-                    str(path),
-                    line,
-                    None,
-                    raw=delimiter.join(map(str, data.values())),
-                    error="more values than header columns",
-                )
-            else:
-                yield Row(index, str(path), line, data)
-            index += 1
+                data[name] = column[offset].as_py()
+            except UnicodeDecodeError as exc:
+                bad = (name, exc)
+                break
+        if bad is None:
+            yield _checked(start + offset, file, data, max_row_bytes)
+            continue
+        name, exc = bad
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        raw = exc.object[:_PREVIEW].decode("utf-8", "backslashreplace")
+        yield Row(start + offset, file, None, None, raw=raw, error=f"not valid UTF-8 (byte 0x{byte})", field=name)
 
 
-def _hub_source(hub_id: str, configs: tuple[str | None, ...], split: str, streaming: bool, note: str = "") -> Source:
+def _read_csv(path: Path, start: int, delimiter: str, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
+    index, file = start, str(path)
+    # csv's own field limit (128 KiB) would stop the whole file at one long field; rows are measured below instead,
+    # so an oversized row is a bad row like any other. The process-wide limit is put back when reading ends.
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, 2**31 - 1))
+    try:
+        # surrogateescape: a byte that is not UTF-8 becomes a marker, found below in the field that holds it.
+        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            while True:
+                line = reader.line_num + 1  # a quoted field may span lines: report where the record starts
+                try:
+                    data = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    raise DataError(f"bad CSV: {exc}", file=file, line=line) from None
+                yield _csv_row(index, file, line, data, delimiter, max_row_bytes)
+                index += 1
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _csv_row(index: int, file: str, line: int, data: dict[Any, Any], delimiter: str, max_row_bytes: int) -> Row:
+    raw = delimiter.join(v if isinstance(v, str) else delimiter.join(v or []) for v in data.values())
+    if None in data:
+        return Row(index, file, line, None, raw=raw, error="more values than header columns")
+    if _SURROGATE.search(raw) or any(_SURROGATE.search(k) for k in data if isinstance(k, str)):
+        return _not_utf8(index, file, line, data, raw)
+    size = value_bytes(raw)
+    if size > max_row_bytes:
+        return _too_big(index, file, line, size, max_row_bytes, raw)
+    return Row(index, file, line, data)
+
+
+def _hub_source(
+    hub_id: str,
+    configs: tuple[str | None, ...],
+    split: str,
+    streaming: bool,
+    max_row_bytes: int = MAX_ROW_BYTES,
+    note: str = "",
+) -> Source:
     """Open every config eagerly, so an offline or missing hub dataset fails at load() rather than mid-iteration."""
     import datasets  # Hugging Face datasets (absolute import), loaded only when the hub is used
 
@@ -271,7 +407,7 @@ def _hub_source(hub_id: str, configs: tuple[str | None, ...], split: str, stream
         index = 0
         for part in parts:
             for data in part:
-                yield Row(index, hub_id, None, dict(data))
+                yield _checked(index, hub_id, dict(data), max_row_bytes)
                 index += 1
 
-    return Source(split, rows)
+    return Source(split, rows, hub_id)

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from mathforge.config import StrictModel
 from mathforge.datasets.loading import load
+from mathforge.datasets.readers import MAX_ROW_BYTES
 from mathforge.datasets.registry import ALIASES, LOADERS
 from mathforge.records import Problem
 
@@ -39,6 +40,9 @@ class LoadConfig(StrictModel):
         "error", description="a malformed row stops the load ('error') or goes to rejected.parquet ('skip')"
     )
     config: str | None = Field(None, description="hub config name (hub ids only)")
+    max_row_bytes: int = Field(
+        MAX_ROW_BYTES, ge=1, description="a row larger than this (bytes of text) is a bad row; default 1 MiB"
+    )
     question_field: str | None = Field(None, description="generic: field holding the question (default 'question')")
     answer_field: str | None = Field(None, description="generic: field holding the gold answer (default 'answer')")
     solution_field: str | None = Field(None, description="generic: field holding a reference solution")
@@ -82,6 +86,7 @@ def iter_load_stage(cfg: LoadConfig, rejected: list[tuple[dict[str, Any], str]])
         on_bad_row=cfg.on_bad_row,
         rejected=rejected,
         config=cfg.config,
+        max_row_bytes=cfg.max_row_bytes,
         **cfg.loader_options(),
     )
 

@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -39,6 +40,14 @@ CREATE INDEX IF NOT EXISTS requests_status ON requests(status);
 """
 
 PENDING, OK, FAILED = "pending", "ok", "failed"
+# The asynchronous batch lifecycle (``mathforge.engine.batch``): a request is ``submitting`` from the moment its local
+# batch file is recorded (before any upload), and ``submitted`` once the provider's batch id is recorded. Neither is
+# ever sent again by the online path; only the batch runner moves them on (to ok, failed, or back to pending).
+SUBMITTING, SUBMITTED = "submitting", "submitted"
+IN_BATCH = (SUBMITTING, SUBMITTED)
+
+# Columns added after the first release, with their types: ledgers written before them are migrated on open.
+_ADDED_COLUMNS = {"batch_id": "TEXT"}
 
 
 def canonical_json(obj: Any) -> str:
@@ -106,6 +115,32 @@ class Ledger:
         # the last commits, which are then simply re-sent.
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns newer code needs to a ledger written by older code (additive only; nothing rewritten)."""
+        with self._lock:
+            have = {r[1] for r in self._conn.execute("PRAGMA table_info(requests)")}
+            for col, typ in _ADDED_COLUMNS.items():
+                if col not in have:
+                    self._conn.execute(f"ALTER TABLE requests ADD COLUMN {col} {typ}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write transaction (for stores layered on the ledger, such as the batch table)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """Read rows with a SQL query (for stores layered on the ledger)."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
 
     def close(self) -> None:
         with self._lock:
@@ -172,10 +207,11 @@ class Ledger:
         """Mark failed requests pending again so the next run re-sends them; returns how many."""
         with self._lock:
             if keys is None:
-                cur = self._conn.execute("UPDATE requests SET status='pending' WHERE status='failed'")
+                cur = self._conn.execute("UPDATE requests SET status='pending', batch_id=NULL WHERE status='failed'")
             else:
                 cur = self._conn.executemany(
-                    "UPDATE requests SET status='pending' WHERE status='failed' AND key=?", [(k,) for k in keys]
+                    "UPDATE requests SET status='pending', batch_id=NULL WHERE status='failed' AND key=?",
+                    [(k,) for k in keys],
                 )
             return cur.rowcount
 

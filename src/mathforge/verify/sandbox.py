@@ -1,38 +1,47 @@
-"""Program-of-thought sandbox: run model-written Python in a confined child process and read its printed answer.
+"""Program-of-thought sandbox: run model-written Python under OS isolation and read its printed answer.
 
-Layers of containment (any one failing leaves the others):
-- a separate ``python -I -S`` process (no user site, no PYTHON* variables, no site hooks) with an EMPTY environment,
-  started in its own session so the whole process group can be killed, in a fresh temporary working directory;
-- ``setrlimit``: CPU seconds, address space, processes, file size, open files, no core dumps (``_sandbox_boot``);
-- an audit hook installed before user code that refuses process creation (fork/exec/spawn/subprocess/os.system),
-  sockets, ctypes, signals to other processes, reading other processes' ``/proc``, and any write, rename or delete
-  outside the working directory; importing ctypes/subprocess/socket/... directly from the program is refused too;
-- when unprivileged user namespaces work (``unshare -rn``), a private network namespace, so even a hook bypass
-  finds no network;
-- a wall-clock limit enforced by the parent with SIGKILL to the process group.
-Audit hooks are not a security boundary against a determined attacker with native code, which is why ctypes and
-process creation are closed first. As root, RLIMIT_NPROC does not apply; the hook still refuses fork.
+The walls (``_bwrap``): bubblewrap puts the program in new user, mount, PID, network, IPC, UTS and cgroup namespaces
+as uid 65534 with no capabilities, an empty environment, a read-only view of only the interpreter, its libraries and
+the allowed packages, its own ``/proc``, and a size-capped tmpfs as the only writable place; a seccomp filter refuses
+process and thread creation, sockets and namespace calls; ``prlimit`` caps CPU seconds, address space, processes,
+open files and file size. The parent kills the sandbox at the wall-clock limit (its PID namespace dies with its
+init) and bubblewrap's ``--die-with-parent`` takes it down if mathforge itself dies. Output is read through pipes
+and capped. An audit hook inside (``_sandbox_boot``) is only a second layer that names what was refused.
+
+Without bubblewrap, ``run_program`` refuses (SandboxUnavailable) unless the mode is ``unsafe-no-isolation``, which
+runs the same boot script as a plain child process with rlimits and the audit hook only, and warns loudly.
 """
 
 from __future__ import annotations
 
-import functools
+import contextvars
 import json
 import os
 import re
-import shutil
+import secrets
+import selectors
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
-from dataclasses import dataclass
+import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
-_BOOT = Path(__file__).with_name("_sandbox_boot.py")
+from mathforge.verify import _bwrap
+from mathforge.verify._bwrap import SandboxUnavailable
+
+__all__ = ["MODES", "SandboxResult", "SandboxUnavailable", "extract_code", "run_program", "reset_sandbox_mode", "sandbox_mode", "set_sandbox_mode"]
+
 MARK = "SANDBOX-BLOCKED"
 MAX_CAPTURE = 64 * 1024
+MODES = ("bwrap", "unsafe-no-isolation")
+UNSAFE = "unsafe-no-isolation"
 _CODE_BLOCK = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+# The mode for this context: set by the verify stage's ``sandbox`` key, else MATHFORGE_SANDBOX, else bwrap.
+_MODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("mathforge_sandbox_mode", default=None)
+_warned = False
 
 
 @dataclass
@@ -45,19 +54,27 @@ class SandboxResult:
     status: str
     answer: str | None
     reason: str = ""
+    run_id: str = field(default="", repr=False)  # in the sandbox's command line, so its processes can be found
 
 
-@functools.lru_cache(maxsize=1)
-def _unshare_prefix() -> tuple[str, ...]:
-    """``("unshare", "-rn", "--")`` when a private network namespace can be made without privileges, else ()."""
-    exe = shutil.which("unshare")
-    if not exe:
-        return ()
-    try:
-        ok = subprocess.run([exe, "-rn", "--", "true"], capture_output=True, timeout=5).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return (exe, "-rn", "--") if ok else ()
+def sandbox_mode(mode: str | None = None) -> str:
+    """The mode in force (``mode`` if given): ``bwrap`` (default) or ``unsafe-no-isolation``; validated."""
+    mode = mode or _MODE.get() or os.environ.get("MATHFORGE_SANDBOX") or "bwrap"
+    if mode not in MODES:
+        raise ValueError(f"unknown sandbox mode {mode!r}; known: {', '.join(MODES)}")
+    return mode
+
+
+def set_sandbox_mode(mode: str | None) -> contextvars.Token:
+    """Set the mode for the current context (the verify stage does this from its config); returns a reset token."""
+    if mode is not None:
+        sandbox_mode(mode)
+    return _MODE.set(mode)
+
+
+def reset_sandbox_mode(token: contextvars.Token) -> None:
+    """Undo ``set_sandbox_mode``."""
+    _MODE.reset(token)
 
 
 def extract_code(text: str) -> str | None:
@@ -72,66 +89,182 @@ def run_program(
     timeout: float = 5.0,
     memory_mb: int = 1024,
     fsize_mb: int = 1,
-    allow_site_packages: bool = True,
-    isolate_network: bool = True,
+    disk_mb: int = 16,
+    nofile: int = 64,
+    mode: str | None = None,
 ) -> SandboxResult:
     """Run ``code`` confined; the answer is the last non-empty line it printed (only when it exited cleanly)."""
-    with tempfile.TemporaryDirectory(prefix="mathforge-pot-") as tmp:
-        work = Path(tmp, "work")
-        work.mkdir()
-        (work / "main.py").write_text(code, encoding="utf-8")
-        paths = sysconfig.get_paths()
-        cfg = {
-            "cwd": str(work),
-            "cpu_s": max(1, int(timeout) + 1),
-            "memory_mb": memory_mb,
-            "nproc": 0 if os.geteuid() != 0 else 1,
-            "fsize_mb": fsize_mb,
-            "nofile": 64,
-            "extra_paths": [paths["purelib"], paths["platlib"]] if allow_site_packages else [],
-        }
-        prefix = _unshare_prefix() if isolate_network else ()
-        cmd = [*prefix, sys.executable, "-I", "-S", str(_BOOT), json.dumps(cfg)]
-        out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=work, env={},
-                start_new_session=True, close_fds=True,
-            )
-            timed_out = False
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            _kill_group(proc)
-        stdout, stderr = _read(out_path), _read(err_path)
-    return _result(stdout, stderr, proc.returncode, timed_out, timeout)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the program's whole process group (it may have left children behind) and reap it."""
+    mode = sandbox_mode(mode)
+    run_id = secrets.token_hex(8)
+    cpu_s = max(1, int(timeout) + 1)
+    if mode == UNSAFE:
+        return _run_unsafe(code, run_id, timeout, cpu_s, memory_mb, fsize_mb, nofile)
+    _probe()
+    code_fd = _memfd("pot-code", code.encode("utf-8"))
+    seccomp_fd = _memfd("pot-seccomp", _bwrap.seccomp_filter())
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        config = json.dumps({"cwd": _bwrap.WORK, "code": _bwrap.CODE, "site": _bwrap.view()[1], "id": run_id})
+        cmd = _bwrap.command(
+            code_fd=code_fd, seccomp_fd=seccomp_fd, config=config, cpu_s=cpu_s, memory_mb=memory_mb,
+            fsize_mb=fsize_mb, disk_mb=disk_mb, nofile=nofile,
+        )
+        stdout, stderr, rc, ended = _communicate(cmd, timeout, pass_fds=(code_fd, seccomp_fd), cwd="/")
+    finally:
+        os.close(code_fd)
+        os.close(seccomp_fd)
+    if rc is not None and rc > 128:
+        rc = -(rc - 128)  # bwrap reports a child killed by signal N as exit status 128 + N
+    return _result(stdout, stderr, rc, ended, timeout, run_id)
+
+
+def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data``, positioned at its start (bwrap reads it to EOF)."""
+    fd = os.memfd_create(name, 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+_probed: str | None = None
+
+
+def _probe() -> None:
+    """Check once per process that bubblewrap can really build the sandbox here; raise SandboxUnavailable if not."""
+    global _probed
+    if _probed == "ok":
+        return
+    if _probed is not None:
+        raise SandboxUnavailable(_probed)
+    try:
+        _bwrap.tools()
+        code_fd = _memfd("pot-code", b"print('ok')")
+        seccomp_fd = _memfd("pot-seccomp", _bwrap.seccomp_filter())
+        try:
+            config = json.dumps({"cwd": _bwrap.WORK, "code": _bwrap.CODE, "site": [], "id": "probe"})
+            cmd = _bwrap.command(
+                code_fd=code_fd, seccomp_fd=seccomp_fd, config=config, cpu_s=10, memory_mb=1024, fsize_mb=1,
+                disk_mb=1, nofile=64,
+            )
+            out, err, rc, _ = _communicate(cmd, 30.0, pass_fds=(code_fd, seccomp_fd), cwd="/")
+        finally:
+            os.close(code_fd)
+            os.close(seccomp_fd)
+        if rc != 0 or out.strip() != "ok":
+            raise SandboxUnavailable(
+                f"bubblewrap is installed but could not build the sandbox (exit {rc}): {err.strip()[-500:]}. It needs "
+                "user namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0; in a "
+                f"container, allow unshare/mount); {_bwrap.INSTALL_HINT}"
+            )
+    except SandboxUnavailable as exc:
+        _probed = str(exc)
+        raise
+    _probed = "ok"
+
+
+def _communicate(
+    cmd: list[str], timeout: float, *, pass_fds: tuple[int, ...] = (), cwd: str | None = None
+) -> tuple[str, str, int | None, str]:
+    """Run ``cmd`` with an empty environment; read at most MAX_CAPTURE of each stream; kill at the deadline.
+
+    Returns (stdout, stderr, returncode, ended) where ended is ``exit``, ``timeout`` or ``output-limit``.
+    """
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, cwd=cwd,
+        start_new_session=True, close_fds=True, pass_fds=pass_fds,
+    )
+    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    ended = "exit"
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for stream in bufs:
+            sel.register(stream, selectors.EVENT_READ)
+        try:
+            while sel.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    ended = "timeout"
+                    break
+                for key, _ in sel.select(left):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        continue
+                    buf = bufs[key.fileobj]
+                    buf += chunk[: MAX_CAPTURE + 1 - len(buf)]
+                    if len(buf) > MAX_CAPTURE:
+                        ended = "output-limit"
+                if ended != "exit":
+                    break
+            if ended == "exit":
+                try:
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    ended = "timeout"
+        finally:
+            _kill(proc)
+    out, err = (bytes(bufs[s][:MAX_CAPTURE]).decode("utf-8", errors="replace") for s in (proc.stdout, proc.stderr))
+    proc.stdout.close()
+    proc.stderr.close()
+    return out, err, proc.returncode, ended
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the sandbox's outer process and its group, and reap it.
+
+    In bwrap mode that is enough for everything inside: the PID namespace's init is killed with its parent
+    (``--die-with-parent``), and the kernel kills every process of a namespace whose init dies.
+    """
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     proc.wait()
 
 
-def _read(path: Path) -> str:
-    with open(path, "rb") as f:
-        return f.read(MAX_CAPTURE).decode("utf-8", errors="replace")
+def _run_unsafe(
+    code: str, run_id: str, timeout: float, cpu_s: int, memory_mb: int, fsize_mb: int, nofile: int
+) -> SandboxResult:
+    """The explicitly unsafe mode: a plain child with rlimits and the audit hook, no OS isolation."""
+    global _warned
+    if not _warned:
+        _warned = True
+        msg = (
+            "SANDBOX DISABLED (sandbox: unsafe-no-isolation): model-written programs run with your user's full access "
+            "to files, processes and the network; only rlimits and an audit hook (which a program can defeat) remain"
+        )
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        print(f"WARNING: {msg}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="mathforge-pot-") as tmp:
+        work = Path(tmp, "work")
+        work.mkdir()
+        (Path(tmp) / "main.py").write_text(code, encoding="utf-8")
+        config = json.dumps({"cwd": str(work), "code": str(Path(tmp) / "main.py"), "site": _site_paths(), "id": run_id})
+        limits = _bwrap.limits(_bwrap.prlimit_path(), cpu_s, memory_mb, nofile, fsize_mb)
+        cmd = [*limits, sys.executable, "-I", "-S", "-B", str(_bwrap.BOOT), config]
+        stdout, stderr, rc, ended = _communicate(cmd, timeout, cwd=str(work))
+    return _result(stdout, stderr, rc, ended, timeout, run_id)
 
 
-def _result(stdout: str, stderr: str, rc: int | None, timed_out: bool, timeout: float) -> SandboxResult:
+def _site_paths() -> list[str]:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+
+
+def _result(stdout: str, stderr: str, rc: int | None, ended: str, timeout: float, run_id: str) -> SandboxResult:
     """Classify how the program ended."""
-    if timed_out or rc == -signal.SIGXCPU:
+    if ended == "timeout" or rc == -signal.SIGXCPU:
         status, reason = "timeout", f"killed after {timeout:g}s"
+    elif ended == "output-limit":
+        status, reason = "output-limit", f"more than {MAX_CAPTURE} bytes of output"
     elif MARK in stderr:
         blocked = [line.split(":", 1)[1].strip() for line in stderr.splitlines() if line.startswith(MARK)]
         status, reason = "blocked", "refused: " + "; ".join(dict.fromkeys(blocked))
-    elif rc == -signal.SIGXFSZ or "File too large" in stderr:
-        status, reason = "output-limit", "file size limit reached"
-    elif "MemoryError" in stderr or rc == -signal.SIGSEGV and "memory" in stderr.lower():
+    elif rc == -signal.SIGXFSZ or "File too large" in stderr or "No space left on device" in stderr:
+        status, reason = "output-limit", "file size or disk limit reached"
+    elif "MemoryError" in stderr or (rc == -signal.SIGSEGV and "memory" in stderr.lower()):
         status, reason = "memory", "memory limit reached"
     elif rc != 0:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}"
@@ -140,4 +273,4 @@ def _result(stdout: str, stderr: str, rc: int | None, timed_out: bool, timeout: 
         status, reason = "ok", ""
     lines = [line.strip() for line in stdout.splitlines() if line.strip()]
     answer = lines[-1] if status == "ok" and lines else None
-    return SandboxResult(stdout, stderr, rc, status, answer, reason)
+    return SandboxResult(stdout, stderr, rc, status, answer, reason, run_id)
