@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from pydantic import Field
 
@@ -38,6 +38,9 @@ class GenerateConfig(StrictModel):
     seed: int | None = Field(None, description="sampling seed (default: the recipe's seed)")
     stop: list[str] | None = Field(None, description="stop strings")
     retry_failed: bool = Field(False, description="re-send requests recorded as failed (what `mathforge retry` does)")
+    window: int = Field(
+        20_000, ge=1, description="requests planned, looked up in the ledger and sent together (bounds memory)"
+    )
 
 
 @dataclass
@@ -230,17 +233,58 @@ class GenerateStage(Stage):
     stage_id = "generate"
 
     def run(self, ctx: Any, cfg: GenerateConfig) -> dict[str, Any]:
-        problems = ctx.problems()
-        planned = plan_requests(ctx, problems, cfg)
-        metrics = run_generation(ctx, planned, cfg.retry_failed)
-        samples, missing = collect_samples(ctx.ledger, planned)
-        ctx.write_samples(self.stage_id, samples)
-        return metrics | {
-            "samples": len(samples),
-            "missing": missing,
-            "tokens_in": sum(s["tokens_in"] for s in samples),
-            "tokens_out": sum(s["tokens_out"] for s in samples),
-        }
+        """Problems shard by shard, and within a shard in windows of ``cfg.window`` requests: plan, look up, send,
+        collect. Memory holds one window; a finished shard is kept across a kill, an unfinished one is re-planned
+        and resumes from the ledger (its answered requests are not sent again)."""
+        import pyarrow.compute as pc  # tables only here: a process that imports this module to send stays small
+
+        from mathforge.store.shards import ShardReader, fingerprint
+
+        source = ctx.reader("problems")
+        teachers = cfg.teachers or list(ctx.teachers)
+        if not teachers:
+            raise ConfigError("generate: the recipe defines no teachers")
+        identities = {t: ctx.backend(t).identity() for t in teachers}
+        stamp = fingerprint(cfg.model_dump(mode="json"), ctx.seed, identities, str(source.path), source.identity())
+        writer = ctx.writer(self.stage_id, "samples", fingerprint=stamp, resume=True)
+        per_window = max(1, cfg.window // (cfg.k * max(1, len(teachers))))
+        metrics: dict[str, Any] = {}
+        reused = 0
+        for i in range(len(source)):
+            if writer.done(i):
+                reused += 1
+                continue
+            writer.write_shard(i, self._windows(ctx, cfg, source, i, per_window, metrics))
+        out = ctx.commit_table("samples", writer)
+        totals = {"samples": 0, "tokens_in": 0, "tokens_out": 0}
+        for batch in ShardReader(out).batches(columns=["tokens_in", "tokens_out"]):
+            totals["samples"] += batch.num_rows
+            totals["tokens_in"] += int(pc.sum(batch.column("tokens_in")).as_py() or 0)
+            totals["tokens_out"] += int(pc.sum(batch.column("tokens_out")).as_py() or 0)
+        return metrics | totals | {"shards_reused": reused}
+
+    def _windows(self, ctx: Any, cfg: GenerateConfig, source: Any, shard: int, per_window: int,
+                 metrics: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for batch in source.shard_batches(shard, per_window):
+            problems = [Problem.from_row(r) for r in batch.to_pylist()]
+            planned = plan_requests(ctx, problems, cfg)
+            _add_metrics(metrics, run_generation(ctx, planned, cfg.retry_failed))
+            samples, missing = collect_samples(ctx.ledger, planned)
+            metrics["missing"] = metrics.get("missing", 0) + missing
+            yield from samples
+
+
+def _add_metrics(total: dict[str, Any], part: dict[str, Any]) -> None:
+    """Sum one window's counts into the stage's (nested per teacher); rates are recomputed from the sums."""
+    for k, v in part.items():
+        if isinstance(v, dict):
+            _add_metrics(total.setdefault(k, {}), v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "tokens_per_s":
+            total[k] = round(total.get(k, 0) + v, 3)
+        elif k not in total or v is not None:
+            total[k] = v
+    if total.get("gen_seconds"):
+        total["tokens_per_s"] = round(total.get("new_tokens_out", 0) / total["gen_seconds"], 1)
 
 
 def retry_failed_requests(run_dir: str | Path, mode: str | None = None) -> dict[str, dict[str, Any]]:
