@@ -121,7 +121,8 @@ def _rss_mib(pid: int) -> int:
     return 0
 
 
-def write_recipe(run_dir: Path, data: Path, limit: int | None, bench_data: Path, url: str | None) -> Path:
+def write_recipe(run_dir: Path, data: Path, limit: int | None, bench_data: Path, url: str | None,
+                 window: int | None = None) -> Path:
     import yaml
 
     refs = [{"name": n, "path": str(bench_data / p), "split": s} for n, p, s in BENCHMARKS]
@@ -130,7 +131,7 @@ def write_recipe(run_dir: Path, data: Path, limit: int | None, bench_data: Path,
         "teachers": {"fake": {"backend": "openai", "model": "fake", "base_url": url or "http://127.0.0.1:9/v1",
                               "api_key_env": "BENCH_KEY", "max_concurrency": 256}},
         "stages": [{"load": {"dataset": "numinamath", "path": str(data), "limit": limit}},
-                   {"generate": {"k": 1, "max_tokens": 64}},
+                   {"generate": {"k": 1, "max_tokens": 64, **({"window": window} if window else {})}},
                    {"verify": {}},
                    {"curate": {"decontam": {"benchmarks": refs}}},
                    {"export": {}}],
@@ -141,8 +142,8 @@ def write_recipe(run_dir: Path, data: Path, limit: int | None, bench_data: Path,
 
 
 def reference_samples(src: Path, run_dir: Path) -> None:
-    """The harness's own step (untimed): the problems' reference solutions as a samples table, in every layout the
-    measured code may read (``generate.parquet`` + state.json, and a one-shard samples output)."""
+    """The harness's own step (untimed): the problems' reference solutions as the run's samples table
+    (``generate.parquet``, registered in state.json), identical for both systems."""
     code = f"""
 import json, sys
 from pathlib import Path
@@ -150,8 +151,8 @@ import pyarrow as pa, pyarrow.parquet as pq
 sys.path.insert(0, {str(src)!r})
 from mathforge.records import SAMPLE_SCHEMA
 run = Path({str(run_dir)!r})
-probs = run / "problems.parquet"
-files = [probs] if probs.exists() else sorted((run / "load").glob("*.parquet"))
+probs = run / "problems.parquet"  # one file (baseline) or a shard directory (new)
+files = sorted(probs.glob("part-*.parquet")) if probs.is_dir() else [probs]
 out = run / "generate.parquet"
 with pq.ParquetWriter(out, SAMPLE_SCHEMA) as w:
     for f in files:
@@ -167,10 +168,7 @@ data = json.loads(state.read_text()) if state.exists() else {{}}
 data.setdefault("tables", {{}})["samples"] = "generate.parquet"
 state.write_text(json.dumps(data))
 """
-    hook = Path(src).parent / "bench" / "scale_samples.py"
-    if hook.exists():  # a tree whose run directory differs registers the table its own way
-        code += f"\nimport runpy; runpy.run_path({str(hook)!r}, run_name='__main__')\n"
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "SCALE_RUN": str(run_dir)})
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def run_pipeline(system: str, src: Path, data: Path, n: int, args, work: Path) -> dict:
@@ -232,7 +230,8 @@ class Server:
 def run_generate(system: str, src: Path, data: Path, n: int, args, work: Path, server: Server) -> dict:
     run_dir = work / f"{system}-gen-{n}"
     run_dir.mkdir(parents=True)
-    recipe = write_recipe(run_dir, data, n, args.bench_data, server.url)
+    window = args.window if system == "new" else None  # the baseline has no windows (and rejects the key)
+    recipe = write_recipe(run_dir, data, n, args.bench_data, server.url, window)
     env, log = _env(src), work / f"{system}-gen-{n}.log"
     cmd = [sys.executable, "-m", "mathforge", "run", str(recipe), "-o", str(run_dir), "--only"]
     load = measure(cmd + ["load"], env, args.cap_mib, log)
@@ -287,6 +286,7 @@ def main() -> None:
     ap.add_argument("--systems", nargs="+", default=["baseline", "new"])
     ap.add_argument("--baseline", type=Path, default=Path("/work/wt/_baseline/src"))
     ap.add_argument("--cap-mib", type=int, default=4096)
+    ap.add_argument("--window", type=int, default=None, help="generate.window for the new system (default: its own)")
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "mathforge-scale")
     ap.add_argument("--math", type=Path, default=ROOT.parent.parent / "shared" / "data" / "math" / "train.jsonl")
     ap.add_argument("--bench-data", type=Path, default=ROOT.parent.parent / "shared" / "data")
