@@ -34,7 +34,7 @@ def test_writer_rolls_shards_and_the_table_reads_as_one(tmp_path):
     assert read_rows(path) == rows(0, 10)
     reader = ShardReader(path)
     assert reader.num_rows == 10 and len(reader) == 3
-    assert [b.num_rows for b in reader.batches(batch_size=3)] == [3, 1, 3, 1, 2]
+    assert [len(b) for b in reader.batches(batch_size=3)] == [3, 1, 3, 1, 2]
     assert not (tmp_path / ".t.parquet.staging").exists()
 
 

@@ -318,8 +318,7 @@ class ExportStage(Stage):
             "curate": latest_curate_report(ctx.run_dir),
         }
         source = ctx.reader("samples")
-        counts = export_batches(lambda: (b.to_pylist() for b in source.batches()), out, cfg, seed=ctx.seed,
-                                provenance=provenance)
+        counts = export_batches(source.batches, out, cfg, seed=ctx.seed, provenance=provenance)
         metrics: dict[str, Any] = {
             "accepted": counts["train"]["rows"] + counts["validation"]["rows"],
             "train": counts["train"]["rows"],

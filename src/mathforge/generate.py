@@ -257,7 +257,7 @@ class GenerateStage(Stage):
             writer.write_shard(i, self._windows(ctx, cfg, source, i, per_window, metrics))
         out = ctx.commit_table("samples", writer)
         totals = {"samples": 0, "tokens_in": 0, "tokens_out": 0}
-        for batch in ShardReader(out).batches(columns=["tokens_in", "tokens_out"]):
+        for batch in ShardReader(out).record_batches(columns=["tokens_in", "tokens_out"]):
             totals["samples"] += batch.num_rows
             totals["tokens_in"] += int(pc.sum(batch.column("tokens_in")).as_py() or 0)
             totals["tokens_out"] += int(pc.sum(batch.column("tokens_out")).as_py() or 0)

@@ -33,7 +33,7 @@ def sample_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[list[
     elif p.suffix not in (".parquet", ".jsonl", ".ndjson"):
         raise ConfigError(f"{p}: samples must be a run directory, .parquet or .jsonl")
     if p.suffix == ".parquet":
-        batches = (b.to_pylist() for b in ShardReader(p).batches(batch_size))
+        batches = ShardReader(p).batches(batch_size)
     else:
         batches = _jsonl_batches(p, batch_size)
     line = 0

@@ -100,7 +100,7 @@ class CurateStage(Stage):
             source = json.loads(report_path.read_text(encoding="utf-8")).get("input") or source
         reader = ShardReader(ctx.path(source)) if source and ctx.path(source).exists() else ctx.reader("samples")
         index = build_index(cfg.decontam) if cfg.decontam.enabled else None  # before any record is read
-        sources = [("this run", (b.to_pylist() for b in reader.batches())),
+        sources = [("this run", reader.batches()),
                    *((str(p), sample_batches(p)) for p in cfg.pool)]
         writer = ctx.writer(out_name, "samples")
         with RejectedWriter(ctx.run_dir, self.stage_id) as rejects:

@@ -58,7 +58,7 @@ class VerifyStage(Stage):
         out = ctx.commit_table("samples", writer)
         methods: Counter = Counter()
         correct = wrong = total = 0
-        for batch in ShardReader(out).batches(columns=["correct", "method"]):
+        for batch in ShardReader(out).record_batches(columns=["correct", "method"]):
             total += batch.num_rows
             for c, m in zip(batch.column("correct").to_pylist(), batch.column("method").to_pylist()):
                 correct += c is True
@@ -77,7 +77,7 @@ class VerifyStage(Stage):
 def _problem_choices(ctx: Any) -> dict[str, str]:
     """Option texts of the multiple-choice problems only (a few columns read a batch at a time)."""
     out: dict[str, str] = {}
-    for batch in ctx.reader("problems").batches(columns=["id", "meta"]):
+    for batch in ctx.reader("problems").record_batches(columns=["id", "meta"]):
         for pid, meta in zip(batch.column("id").to_pylist(), batch.column("meta").to_pylist()):
             if meta and '"choices"' in meta:
                 found = json.loads(meta).get("choices")

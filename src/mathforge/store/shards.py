@@ -80,6 +80,7 @@ class ShardWriter:
         self._buffer: list[dict[str, Any]] = []
         self._rows_in_shard = 0
         self._tmp: Path | None = None
+        self.rows_written = 0
 
     # -- staging ---------------------------------------------------------------------------------------------------
     def _open_staging(self) -> None:
@@ -109,9 +110,9 @@ class ShardWriter:
         return self._marker(i).exists()
 
     # -- writing ---------------------------------------------------------------------------------------------------
-    def write(self, rows: Iterable[dict[str, Any]] | pa.Table) -> None:
+    def write(self, rows: Iterable[dict[str, Any]] | pa.Table | pa.RecordBatch) -> None:
         """Append rows; full row groups go to disk at once, full shards are committed with their marker."""
-        if isinstance(rows, pa.Table):
+        if isinstance(rows, (pa.Table, pa.RecordBatch)):
             rows = rows.to_pylist()
         for row in rows:
             self._buffer.append(row)
@@ -135,6 +136,7 @@ class ShardWriter:
             table = table.cast(self._writer.schema)
         self._writer.write_table(table, row_group_size=self.row_group)
         self._rows_in_shard += table.num_rows
+        self.rows_written += table.num_rows
 
     def _finish_shard(self) -> None:
         assert self._writer is not None and self._tmp is not None
@@ -279,15 +281,20 @@ class ShardReader:
         names = [c for c in columns if c in pf.schema_arrow.names] if columns else None
         yield from pf.iter_batches(batch_size=batch_size, columns=names)
 
-    def batches(self, batch_size: int = ROW_GROUP, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """Record batches of the whole table in order; ``columns`` limits what is read (absent ones are skipped)."""
+    def record_batches(self, batch_size: int = ROW_GROUP, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Arrow record batches of the whole table in order; ``columns`` limits what is read (absent ones skipped)."""
         for i in range(len(self.files())):
             yield from self.shard_batches(i, batch_size, columns)
+
+    def batches(self, batch_size: int = ROW_GROUP, columns: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Row dicts a batch at a time (the reader protocol of ``ctx.input``)."""
+        for batch in self.record_batches(batch_size, columns):
+            yield batch.to_pylist()
 
     def rows(self, batch_size: int = ROW_GROUP, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
         """Row dicts, one batch in memory at a time."""
         for batch in self.batches(batch_size, columns):
-            yield from batch.to_pylist()
+            yield from batch
 
     def identity(self) -> list[tuple[str, int, int]]:
         """(file, size, mtime in ns) of every shard: what a stage that read this table records in its fingerprint."""
