@@ -1,8 +1,9 @@
 """Exact and near-duplicate detection: normalised-text hashes, and MinHash LSH (datasketch) over word shingles.
 
 Signatures are computed for a whole batch in one numpy pass with the permutations of datasketch's ``MinHash`` (the
-arithmetic of ``MinHash.update_batch``, affine32 scheme; a test holds the two equal), then indexed and queried with
-datasketch's ``MinHashLSH``. In input order, a text that matches an earlier one is a duplicate; clusters are the
+arithmetic of ``MinHash.update_batch``, affine32 scheme; a test holds the two equal), then indexed with the bands
+and rows datasketch's ``MinHashLSH`` uses, as sorted arrays of 64-bit band keys (a test holds the candidates equal
+to ``MinHashLSH``'s; the arrays are what lets 900k texts fit in memory). In input order, a text that matches an earlier one is a duplicate; clusters are the
 connected components of these links, and each keeps its first text.
 """
 
@@ -219,7 +220,7 @@ def near_duplicates(
     LSH with the bands and rows datasketch's ``MinHashLSH`` would use: texts sharing a band are candidates, and a
     candidate is confirmed on the signatures (estimated Jaccard >= ``threshold``); with ``groups`` only texts of the
     same group can be duplicates. The band index is a sorted array of 64-bit keys (8 bytes x bands per text) rather
-    than MinHashLSH's dict of byte strings and sets (~4 KB per text), so 900k texts fit in ~100 MB; ``sigs`` may be a
+    than MinHashLSH's dict of byte strings and sets (2-4 KB per text measured), so 900k texts fit in ~100 MB; ``sigs`` may be a
     :class:`SignatureStore` on disk. Every text enters the index, so clusters are connected components (a lightly
     edited copy of a dropped duplicate is still found); :func:`cluster_roots` names the text each cluster keeps.
     ``skip`` marks texts left out. ``seed`` is kept for callers; the permutations are already in the signatures.
