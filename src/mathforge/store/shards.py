@@ -271,7 +271,7 @@ class ShardReader:
 
     def _open(self, file: Path) -> pq.ParquetFile:
         try:
-            return pq.ParquetFile(file)
+            return pq.ParquetFile(file, pre_buffer=False)  # pre-buffering keeps every row group read (see readers)
         except Exception as exc:  # pyarrow raises several types for a truncated or non-Parquet file
             raise DataError(f"cannot read Parquet: {exc}", file=str(file)) from None
 

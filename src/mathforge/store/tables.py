@@ -136,7 +136,7 @@ class RejectedWriter:
                     for batch in _rejected_batches(self.path):
                         out.write_table(batch.filter(pc.not_equal(batch.column("stage"), self.stage)))
                 if self._spool_path.exists():
-                    for batch in pq.ParquetFile(self._spool_path).iter_batches(self.BATCH):
+                    for batch in pq.ParquetFile(self._spool_path, pre_buffer=False).iter_batches(self.BATCH):
                         out.write_table(pa.Table.from_batches([batch]))
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -155,5 +155,5 @@ class RejectedWriter:
 
 def _rejected_batches(path: Path):
     """The existing rejected table a batch at a time, cast to the declared schema."""
-    for batch in pq.ParquetFile(path).iter_batches(RejectedWriter.BATCH):
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(RejectedWriter.BATCH):
         yield pa.Table.from_batches([batch]).select(REJECTED_SCHEMA.names).cast(REJECTED_SCHEMA)
