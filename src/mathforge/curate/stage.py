@@ -21,6 +21,7 @@ from mathforge.curate.filters import FilterConfig
 from mathforge.curate.pool import sample_batches
 from mathforge.curate.rft import RFTConfig
 from mathforge.curate.streaming import Funnel, curate_stream
+from mathforge.masking import mask_config
 from mathforge.pipeline.stages import Stage
 
 Rejects = list[tuple[dict[str, Any], str]]
@@ -107,7 +108,7 @@ class CurateStage(Stage):
             funnel, result = curate_stream(sources, cfg, index=index, emit=writer.write, reject=rejects.add,
                                            work_dir=ctx.run_dir)
         ctx.commit_table("samples", writer)
-        report = {"stage": self.stage_id, "input": source, "config": cfg.model_dump(mode="json"),
+        report = {"stage": self.stage_id, "input": source, "config": mask_config(cfg.model_dump(mode="json")),
                   "pooled": [str(p) for p in cfg.pool], **result}
         report_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
         print_funnel(funnel, console)
