@@ -7,6 +7,7 @@ samples, and a run killed at any moment resumes with at most the in-flight reque
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from pathlib import Path
@@ -296,17 +297,32 @@ class GenerateStage(Stage):
             yield from samples
 
 
-def _add_metrics(total: dict[str, Any], part: dict[str, Any]) -> None:
-    """Sum one window's counts into the stage's (nested per teacher); rates are recomputed from the sums."""
+_RATES = {"calls_per_answer", "ex_per_min", "tokens_per_s"}  # recomputed from the summed counts, never summed
+
+
+def _add_metrics(total: dict[str, Any], part: dict[str, Any], seconds: float | None = None) -> None:
+    """Sum one window's counts into the stage's (nested per teacher); the first window is taken as it is."""
+    if not total:
+        total.update(copy.deepcopy(part))
+        return
+    seconds = part.get("gen_seconds", 0.0) + total.get("gen_seconds", 0.0) if seconds is None else seconds
     for k, v in part.items():
         if isinstance(v, dict):
-            _add_metrics(total.setdefault(k, {}), v)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "tokens_per_s":
-            total[k] = round(total.get(k, 0) + v, 3)
-        elif k not in total or v is not None:
+            _add_metrics(total.setdefault(k, {}), v, seconds)
+        elif k in _RATES:
+            continue
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            total[k] = total.get(k, 0) + v
+        elif v is not None or k not in total:
             total[k] = v
-    if total.get("gen_seconds"):
-        total["tokens_per_s"] = round(total.get("new_tokens_out", 0) / total["gen_seconds"], 1)
+    if "done" in total and "api_calls" in total:  # a teacher's stats
+        done = total["done"]
+        total["calls_per_answer"] = round(total["api_calls"] / done, 4) if done else None
+        if seconds:
+            total["ex_per_min"] = round(done / seconds * 60, 1)
+            total["tokens_per_s"] = round(total.get("tokens_out", 0) / seconds, 1)
+    elif seconds and "new_tokens_out" in total:
+        total["tokens_per_s"] = round(total["new_tokens_out"] / seconds, 1)
 
 
 def retry_failed_requests(run_dir: str | Path, mode: str | None = None) -> dict[str, dict[str, Any]]:
