@@ -22,7 +22,8 @@ from mathforge.errors import ConfigError
 from mathforge.generate import GenerateConfig, GenerateStage, plan_requests
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.recipe import load_recipe
-from mathforge.records import Problem
+from mathforge.records import PROBLEM_SCHEMA, Problem
+from mathforge.store.shards import ShardWriter
 from mathforge.store.ledger import Ledger
 
 KEY = "sk-resume-test-key-0123456789"
@@ -124,7 +125,8 @@ def test_retry_command_resends_only_failed(server, tmp_path):
     recipe = write_recipe(tmp_path, server.url, 12, max_concurrency=1, max_attempts=1)
     runner = CliRunner()
     res = runner.invoke(app, ["run", str(recipe), "-o", str(tmp_path / "run")])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output  # failed requests: a distinct exit code, and what to do about it
+    assert "2 failed" in res.output and "mathforge retry" in res.output
     with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
         failed = {r.key for r in ledger.rows(status="failed")}
         assert len(failed) == 2 and ledger.counts()["ok"] == 10
@@ -172,19 +174,20 @@ def test_generate_in_windows_over_problem_shards_resumes_per_shard(server, tmp_p
     fake = server.configure(ServerConfig(base_latency=0.01, per_token=0.0, min_completion=5, max_completion=10))
     recipe = load_recipe(str(write_recipe(tmp_path, server.url, 1)))
     ctx = RunContext(tmp_path / "run", teachers=recipe.teachers)
-    writer = ctx.writer("problems", "problems", rows_per_shard=4)
+    writer = ShardWriter(ctx.path("problems.parquet"), PROBLEM_SCHEMA, rows_per_shard=4)
     writer.write(Problem(f"p{i}", f"What is {i} + 2?", str(i + 2)).to_row() for i in range(10))
-    ctx.commit_table("problems", writer)
+    writer.commit()
+    ctx.add_file("problems", "problems", "problems.parquet")
     stage = GenerateStage()
     cfg = GenerateConfig(k=2, max_tokens=16, window=4)
     real = GenerateStage._windows
     calls: list[int] = []
 
-    def failing(self, ctx, cfg, source, shard, per_window, metrics):
+    def failing(self, ctx, cfg, source, shard, *rest):
         calls.append(shard)
         if shard == 2:
             raise RuntimeError("killed in shard 2")
-        yield from real(self, ctx, cfg, source, shard, per_window, metrics)
+        yield from real(self, ctx, cfg, source, shard, *rest)
 
     try:
         GenerateStage._windows = failing

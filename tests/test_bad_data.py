@@ -141,10 +141,11 @@ def test_non_utf8_row_is_skipped_into_rejected_parquet(tmp_path, fmt):
 
     from mathforge.pipeline.context import RunContext
 
-    ctx = RunContext(run)  # the real run directory: problems table and rejected.parquet
-    metrics = LoadStage().run(ctx, cfg)
+    with RunContext(run) as ctx:
+        metrics = LoadStage().run(ctx, cfg)
+        problems = ctx.problems()
     assert metrics == {"problems": 2, "rejected": 1}
-    assert [p.id for p in ctx.problems()] == ["gsm8k/train/0", "gsm8k/train/2"]  # ids keep their positions
+    assert [p.id for p in problems] == ["gsm8k/train/0", "gsm8k/train/2"]  # ids keep their positions
     (reject,) = read_rows(run / "rejected.parquet")
     assert reject["stage"] == "load" and "not valid UTF-8 (byte 0xff)" in reject["reason"]
     assert reject["reason"].startswith(where(fmt, 1, path) + ", field 'question'")

@@ -29,8 +29,8 @@ from pydantic import Field
 
 from mathforge.config import StrictModel, dump_yaml
 from mathforge.errors import MathforgeError
-from mathforge.pipeline.stages import Stage
-from mathforge.store.shards import switch_in
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
 
 Style = Literal["chat", "completion"]
 Format = Literal["jsonl", "parquet", "dataset"]
@@ -163,7 +163,7 @@ def export(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, seed: in
 def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: Path, cfg: ExportConfig,
                    seed: int = 0, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the export folder from sample batches (``batches()`` is read twice: once for the split by problem and
-    the card's counts, once to write); the folder is built aside and switched in whole. Returns counts."""
+    the card's counts, once to write), a batch in memory at a time. Returns counts."""
     problems: set[str] = set()
     teachers: Counter = Counter()
     sources: Counter = Counter()
@@ -178,11 +178,14 @@ def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: P
     counts["validation"]["problems"] = len(held_out)
     counts["train"]["problems"] = len(problems) - len(held_out)
     del problems
-    out = Path(out)
-    staging = out.parent / f".{out.name}.staging"
-    if staging.exists():
-        shutil.rmtree(staging)  # what a killed export left
-    staging.mkdir(parents=True)
+    staging = Path(out)  # written in place: the stage hands a staging folder that is switched in whole
+    staging.mkdir(parents=True, exist_ok=True)
+    for old in [*(staging / st for st in ("chat", "completion", "dataset")), staging / "sft.jsonl",
+                staging / "sft.parquet"]:  # an earlier export's files in a folder written again
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
     files = _Files(staging, cfg.formats)
     builders = {"chat": sft_rows, "completion": completion_rows}
     try:
@@ -205,7 +208,6 @@ def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: P
     if cfg.card:
         (staging / "README.md").write_text(dataset_card(teachers, sources, counts, cfg, provenance or {}),
                                            encoding="utf-8")
-    switch_in(staging, out)
     return counts
 
 
@@ -297,34 +299,55 @@ def push_to_hub(out: Path, repo: str, private: bool = True, token: str | None = 
     return str(url)
 
 
-def latest_curate_report(run_dir: Path) -> dict[str, Any] | None:
-    """The report of the curate stage run last in this run directory, if any."""
-    reports = sorted(run_dir.glob("curate*.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(reports[-1].read_text(encoding="utf-8")) if reports else None
+def curate_report(path: Path | None) -> dict[str, Any] | None:
+    """A curate stage's report (``curate.json``), or None."""
+    return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.exists() else None
+
+
+def latest_curate_report(folder: Path) -> dict[str, Any] | None:
+    """The newest curate report beside a samples file that is not part of a run's lineage."""
+    reports = sorted(folder.glob("curate*.json"), key=lambda p: p.stat().st_mtime)
+    return curate_report(reports[-1]) if reports else None
+
+
+def export_atomic(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, seed: int = 0,
+                  provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``export`` into a staging folder switched in whole: a kill never leaves a half-written ``out``."""
+    from mathforge.pipeline.io import DirWriter
+
+    staging = DirWriter(out)
+    try:
+        counts = export(samples, staging.path, cfg, seed, provenance)
+        staging.commit()
+    except BaseException:
+        staging.abort()
+        raise
+    return counts
 
 
 class ExportStage(Stage):
     name = "export"
     Config = ExportConfig
+    inputs = {"samples": Port("samples"), "curate_report": Port("curate-report", optional=True)}
+    outputs = {"export": Port("export", folder=True)}
     stage_id = "export"
 
-    def run(self, ctx: Any, cfg: ExportConfig) -> dict[str, Any]:
-        out = ctx.path(cfg.out_dir)
+    def run(self, ctx: RunContext, cfg: ExportConfig) -> dict[str, Any]:
+        out = ctx.output_dir("export", cfg.out_dir)
         recipe = ctx.path("recipe.yaml")
         provenance = {
             "name": ctx.run_dir.name,
             "seed": ctx.seed,
             "recipe": recipe.read_text(encoding="utf-8") if recipe.exists() else None,
-            "curate": latest_curate_report(ctx.run_dir),
+            "curate": curate_report(ctx.input_path("curate_report")),
         }
-        source = ctx.reader("samples")
-        counts = export_batches(source.batches, out, cfg, seed=ctx.seed, provenance=provenance)
+        counts = export_batches(ctx.input("samples").batches, out.path, cfg, seed=ctx.seed, provenance=provenance)
         metrics: dict[str, Any] = {
             "accepted": counts["train"]["rows"] + counts["validation"]["rows"],
             "train": counts["train"]["rows"],
             "validation": counts["validation"]["rows"],
-            "out_dir": str(out),
+            "out_dir": str(out.final),
         }
-        if cfg.push_to_hub:
-            metrics["hub_url"] = push_to_hub(out, cfg.push_to_hub, cfg.private)
+        if cfg.push_to_hub:  # the staging folder holds exactly the files about to be switched in
+            metrics["hub_url"] = push_to_hub(out.path, cfg.push_to_hub, cfg.private)
         return metrics

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from mathforge.masking import mask_config
 
+if TYPE_CHECKING:
+    from mathforge.pipeline.context import RunContext
 
-def build_summary(ctx: Any, wall: float, started: float | None = None) -> dict[str, Any]:
+
+def build_summary(ctx: "RunContext", wall: float, started: float | None = None) -> dict[str, Any]:
     m = ctx.metrics
     gen = [v for k, v in m.items() if k.startswith("generate")]
     problems = next((v["problems"] for k, v in m.items() if k.startswith("load")), None)
     if problems is None and ctx.has("problems"):
-        problems = ctx.reader("problems").num_rows  # from the manifest: the table is not read
+        from mathforge.pipeline.context import open_table
+
+        ref = ctx.state.latest("problems")
+        problems = open_table(ctx.path(ref.path)).num_rows if ref else None  # from metadata: the table is not read
     samples = sum(g.get("samples", 0) for g in gen)
     accepted = None
     for k, v in m.items():  # the last stage that states what it accepted wins

@@ -23,11 +23,12 @@ def sample_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[list[
 
     p = Path(path)
     if p.is_dir() and not (p / "_manifest.json").exists():
-        state = p / "state.json"
-        table = json.loads(state.read_text()).get("tables", {}).get("samples") if state.exists() else None
-        if not table or not (p / table).exists():
-            raise ConfigError(f"{p}: not a run directory with a samples table (no state.json entry 'samples')")
-        p = p / table
+        from mathforge.pipeline.state import RunState
+
+        ref = RunState(p).latest("samples")  # the run's final samples table in its lineage
+        if ref is None:
+            raise ConfigError(f"{p}: not a run directory with a samples table (state.json names none)")
+        p = p / ref.path
     elif not p.exists():
         raise ConfigError(f"{p}: no such samples file or run directory")
     elif p.suffix not in (".parquet", ".jsonl", ".ndjson"):

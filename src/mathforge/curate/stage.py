@@ -22,7 +22,8 @@ from mathforge.curate.pool import sample_batches
 from mathforge.curate.rft import RFTConfig
 from mathforge.curate.streaming import Funnel, curate_stream
 from mathforge.masking import mask_config
-from mathforge.pipeline.stages import Stage
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
 
 Rejects = list[tuple[dict[str, Any], str]]
 
@@ -85,32 +86,25 @@ def print_funnel(funnel: Funnel, console: Console) -> None:
 class CurateStage(Stage):
     name = "curate"
     Config = CurateConfig
-    writes = "samples"
+    inputs = {"samples": Port("samples")}
+    outputs = {"samples": Port("samples"), "report": Port("curate-report", file="{id}.json")}
+    canonical_files = {"samples": "curated.parquet", "report": "curate.json"}
     stage_id = "curate"
 
-    def run(self, ctx: Any, cfg: CurateConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, cfg: CurateConfig) -> dict[str, Any]:
         from mathforge.pipeline.progress import console
-        from mathforge.store.shards import ShardReader
         from mathforge.store.tables import RejectedWriter
 
-        out_name = "curated" if self.stage_id == "curate" else self.stage_id
-        report_path = ctx.path(f"{self.stage_id}.json")
-        source = ctx.tables.get("samples")
-        if source == f"{out_name}.parquet" and report_path.exists():
-            # Run again over its own output: curate what it curated before instead, so reruns are idempotent.
-            source = json.loads(report_path.read_text(encoding="utf-8")).get("input") or source
-        reader = ShardReader(ctx.path(source)) if source and ctx.path(source).exists() else ctx.reader("samples")
+        source = ctx.input("samples")
         index = build_index(cfg.decontam) if cfg.decontam.enabled else None  # before any record is read
-        sources = [("this run", reader.batches()),
-                   *((str(p), sample_batches(p)) for p in cfg.pool)]
-        writer = ctx.writer(out_name, "samples")
+        sources = [("this run", source.batches()), *((str(p), sample_batches(p)) for p in cfg.pool)]
+        writer = ctx.output("samples")
         with RejectedWriter(ctx.run_dir, self.stage_id) as rejects:
             funnel, result = curate_stream(sources, cfg, index=index, emit=writer.write, reject=rejects.add,
                                            work_dir=ctx.run_dir)
-        ctx.commit_table("samples", writer)
-        report = {"stage": self.stage_id, "input": source, "config": mask_config(cfg.model_dump(mode="json")),
-                  "pooled": [str(p) for p in cfg.pool], **result}
-        report_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
+        report = {"stage": self.stage_id, "input": source.path.name, "input_stage": source.producer,
+                  "config": mask_config(cfg.model_dump(mode="json")), "pooled": [str(p) for p in cfg.pool], **result}
+        ctx.output_file("report").write_text(json.dumps(report, indent=1), encoding="utf-8")
         print_funnel(funnel, console)
         return {
             "samples_in": funnel.records_in,

@@ -309,7 +309,7 @@ def curate_stream(
 ) -> tuple[Funnel, dict[str, Any]]:
     """Curate record batches from named sources (this run's first); kept records go to ``emit`` and dropped ones,
     with their reasons, to ``reject``, batch by batch. Returns the funnel and the report."""
-    work = Path(tempfile.mkdtemp(prefix=".curate-", dir=work_dir))
+    work = Path(tempfile.mkdtemp(prefix=".curate-", suffix=".tmp", dir=work_dir))  # a kill's leftover is cleaned
     state = _Curation(cfg, index, work)
     state.source_names = [name for name, _ in sources]
     try:

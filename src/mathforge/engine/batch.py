@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from pydantic import Field
 
-from mathforge.backends.base import Completion, GenRequest
+from mathforge.request import Completion, GenRequest
 from mathforge.config import StrictModel
 from mathforge.engine.accounting import Pricing, TeacherStats
 from mathforge.engine.cost import usd

@@ -8,28 +8,29 @@ from typing import Any
 
 from mathforge.datasets import get_loader
 from mathforge.datasets.stage import LoadConfig, iter_load_stage
-from mathforge.pipeline.stages import Stage
-from mathforge.store.shards import ShardReader, fingerprint, map_shards
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
+from mathforge.store.shards import fingerprint, map_shards, shards_of
 from mathforge.verify.stage import VerifyConfig, run_verify_stage
 
 
 class LoadStage(Stage):
     name = "load"
     Config = LoadConfig
-    writes = "problems"
+    outputs = {"problems": Port("problems")}
+    canonical_files = {"problems": "problems.parquet"}
     stage_id = "load"
 
-    def run(self, ctx: Any, cfg: LoadConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, cfg: LoadConfig) -> dict[str, Any]:
         # The dataset's prompt default travels with each problem, so generate picks the right template per problem.
         prompt = get_loader(cfg.dataset, **cfg.loader_options()).prompt
         rejects: list[tuple[dict[str, Any], str]] = []
-        writer = ctx.writer("problems" if self.stage_id == "load" else self.stage_id, "problems")
+        writer = ctx.output("problems")
         count = 0
         for p in iter_load_stage(cfg, rejects):  # rows stream from the source to the shards, a row group at a time
             p.meta.setdefault("prompt", prompt)
             writer.write((p.to_row(),))
             count += 1
-        ctx.commit_table("problems", writer)
         ctx.reject(self.stage_id, rejects)
         return {"problems": count, "rejected": len(rejects)}
 
@@ -37,33 +38,38 @@ class LoadStage(Stage):
 class VerifyStage(Stage):
     name = "verify"
     Config = VerifyConfig
-    writes = "samples"
+    inputs = {"samples": Port("samples"), "problems": Port("problems", optional=True)}
+    outputs = {"samples": Port("samples")}
+    canonical_files = {"samples": "verified.parquet"}
     stage_id = "verify"
 
-    def run(self, ctx: Any, cfg: VerifyConfig) -> dict[str, Any]:
-        source = ctx.reader("samples")
-        choices = _problem_choices(ctx) if ctx.has("problems") else {}
+    def run(self, ctx: RunContext, cfg: VerifyConfig) -> dict[str, Any]:
+        source = shards_of(ctx.input("samples"))
+        choices = _problem_choices(ctx) if ctx.has_input("problems") else {}
+        methods: Counter = Counter()
+
+        def tally(correct: list, method: list) -> None:
+            methods.update(m or "none" for m in method)
+            methods["\0correct"] += sum(c is True for c in correct)
+            methods["\0wrong"] += sum(c is False for c in correct)
 
         def verify(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if choices:  # multiple-choice options live on the problem; the verifier needs them per sample
                 rows = [r if r.get("choices") or r["problem_id"] not in choices
                         else {**r, "choices": choices[r["problem_id"]]} for r in rows]
-            return run_verify_stage(rows, cfg)
+            out = run_verify_stage(rows, cfg)
+            tally([r.get("correct") for r in out], [r.get("method") for r in out])
+            return out
 
         # Shard i of the input becomes shard i of the output; a killed verify resumes at its first unfinished shard.
         stamp = fingerprint(cfg.model_dump(mode="json"), str(source.path), source.identity())
-        writer = ctx.writer("verified" if self.stage_id == "verify" else self.stage_id, "samples",
-                            fingerprint=stamp, resume=True)
+        writer = ctx.output("samples", fingerprint=stamp, resume=True)
+        for i in writer.finished():  # kept from an earlier attempt: counted from what they hold
+            for batch in writer.staged_batches(i, ["correct", "method"]):
+                tally(batch.column("correct").to_pylist(), batch.column("method").to_pylist())
         shards = map_shards(source, writer, verify)
-        out = ctx.commit_table("samples", writer)
-        methods: Counter = Counter()
-        correct = wrong = total = 0
-        for batch in ShardReader(out).record_batches(columns=["correct", "method"]):
-            total += batch.num_rows
-            for c, m in zip(batch.column("correct").to_pylist(), batch.column("method").to_pylist()):
-                correct += c is True
-                wrong += c is False
-                methods[m or "none"] += 1
+        correct, wrong = methods.pop("\0correct", 0), methods.pop("\0wrong", 0)
+        total = sum(methods.values())
         return {
             "samples": total,
             "correct": correct,
@@ -74,10 +80,10 @@ class VerifyStage(Stage):
         }
 
 
-def _problem_choices(ctx: Any) -> dict[str, str]:
+def _problem_choices(ctx: RunContext) -> dict[str, str]:
     """Option texts of the multiple-choice problems only (a few columns read a batch at a time)."""
     out: dict[str, str] = {}
-    for batch in ctx.reader("problems").record_batches(columns=["id", "meta"]):
+    for batch in shards_of(ctx.input("problems")).record_batches(columns=["id", "meta"]):
         for pid, meta in zip(batch.column("id").to_pylist(), batch.column("meta").to_pylist()):
             if meta and '"choices"' in meta:
                 found = json.loads(meta).get("choices")

@@ -71,6 +71,7 @@ class ShardWriter:
         self.rows_per_shard, self.row_group = rows_per_shard, row_group
         self.staging = self.path.parent / f".{self.path.name}.staging"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
         recover(self.path)
         if not resume and self.staging.exists():  # appending writers start over; only shard-mapped ones resume
             shutil.rmtree(self.staging)
@@ -81,6 +82,7 @@ class ShardWriter:
         self._rows_in_shard = 0
         self._tmp: Path | None = None
         self.rows_written = 0
+        self._committed = False
 
     # -- staging ---------------------------------------------------------------------------------------------------
     def _open_staging(self) -> None:
@@ -108,6 +110,14 @@ class ShardWriter:
 
     def done(self, i: int) -> bool:
         return self._marker(i).exists()
+
+    def marker(self, i: int) -> dict[str, Any]:
+        """What finished shard ``i``'s marker records: its rows, and what the stage added (see ``write_shard``)."""
+        return json.loads(self._marker(i).read_text())
+
+    def staged_batches(self, i: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Record batches of finished shard ``i`` as staged (before commit)."""
+        yield from pq.ParquetFile(self._part(i), pre_buffer=False).iter_batches(self.row_group, columns=columns)
 
     # -- writing ---------------------------------------------------------------------------------------------------
     def write(self, rows: Iterable[dict[str, Any]] | pa.Table | pa.RecordBatch) -> None:
@@ -138,23 +148,27 @@ class ShardWriter:
         self._rows_in_shard += table.num_rows
         self.rows_written += table.num_rows
 
-    def _finish_shard(self) -> None:
+    def _finish_shard(self, info: dict[str, Any] | None = None) -> None:
         assert self._writer is not None and self._tmp is not None
         self._writer.close()
         with open(self._tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(self._tmp, self._part(self._next))
-        self._mark(self._next, self._rows_in_shard)
+        self._mark(self._next, {**(info or {}), "rows": self._rows_in_shard})
         self._writer, self._tmp, self._rows_in_shard = None, None, 0
         self._next += 1
 
-    def _mark(self, i: int, rows: int) -> None:
+    def _mark(self, i: int, info: dict[str, Any]) -> None:
         tmp = self.staging / f".{self._marker(i).name}.tmp"
-        tmp.write_text(json.dumps({"rows": rows}))
+        tmp.write_text(json.dumps(info))
         os.replace(tmp, self._marker(i))
 
-    def write_shard(self, i: int, batches: Iterable[dict[str, Any]] | Iterable[pa.Table] | pa.Table) -> int:
-        """Write shard ``i`` whole from row dicts or Arrow tables and mark it done; returns its row count."""
+    def write_shard(self, i: int, batches: Iterable[dict[str, Any]] | Iterable[pa.Table] | pa.Table,
+                    info: Callable[[], dict[str, Any]] | None = None) -> int:
+        """Write shard ``i`` whole from row dicts or Arrow tables and mark it done; returns its row count.
+
+        ``info()``, called once the rows are written, adds to the marker what a later attempt that keeps this
+        shard must know (generate: the requests it left unanswered)."""
         if self._writer is not None or self._buffer:
             raise RuntimeError("write_shard cannot be mixed with write() on one writer")
         if isinstance(batches, pa.Table):
@@ -175,12 +189,14 @@ class ShardWriter:
         if buffer or self._writer is None:
             self._append(_to_table(buffer, self.schema))  # an empty shard still says "done, nothing here"
         rows = self._rows_in_shard
-        self._finish_shard()
+        self._finish_shard(info() if info is not None else None)
         self._next = max(self.finished(), default=-1) + 1
         return rows
 
     def commit(self, extra: dict[str, Any] | None = None) -> Path:
         """Finish the last shard, write the manifest and switch the staging directory in at ``path``."""
+        if self._committed:
+            return self.path
         self._flush()
         if self._writer is not None:
             self._finish_shard()
@@ -204,13 +220,21 @@ class ShardWriter:
             m.unlink()
         _fsync_dir(self.staging)
         switch_in(self.staging, self.path)
+        self.rows_written = manifest["rows"]  # shards kept from an earlier attempt included
+        self._committed = True
         return self.path
 
     def abort(self) -> None:
-        """Close an open shard file without marking it (a later attempt rewrites that shard)."""
+        """Close an open shard file without marking it: a resuming attempt rewrites that shard and keeps the
+        finished ones; an appending writer's staging is of no use to anyone and goes."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+        if not self.resume and self.staging.exists():
+            shutil.rmtree(self.staging)
 
 
 def switch_in(staging: Path, path: Path) -> None:
@@ -239,8 +263,10 @@ def recover(path: Path) -> None:
 class ShardReader:
     """A table on disk (one Parquet file, or a shard directory with its manifest) read in bounded batches."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, name: str = "", producer: str | None = None):
         self.path = Path(path)
+        self.name = name or self.path.name.removesuffix(".parquet")
+        self.producer = producer  # the stage id that wrote it (lineage), None for a file given by the user
         if not self.path.exists():
             raise DataError("no such table", file=str(self.path))
         self._manifest: dict[str, Any] | None = None
@@ -303,8 +329,19 @@ class ShardReader:
     def to_pylist(self) -> list[dict[str, Any]]:
         return list(self.rows())
 
+    def to_arrow(self) -> pa.Table:
+        return pa.concat_tables([pa.Table.from_batches(list(self.shard_batches(i)), self.schema)
+                                 for i in range(len(self))])
+
     def __len__(self) -> int:
         return len(self.files())
+
+
+def shards_of(reader: Any) -> ShardReader:
+    """A shard reader over any table reader's path (a single Parquet file is one shard)."""
+    if isinstance(reader, ShardReader):
+        return reader
+    return ShardReader(reader.path, name=getattr(reader, "name", ""), producer=getattr(reader, "producer", None))
 
 
 def map_shards(reader: ShardReader, writer: ShardWriter,

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mathforge.errors import DataError
 from mathforge.records import REJECTED_SCHEMA
 
 
@@ -43,7 +44,7 @@ def write_table(path: str | Path, rows: Iterable[dict[str, Any]] | pa.Table, sch
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Table:
-    """Row dicts as an Arrow table with ``schema``'s columns first and any extra columns after them."""
+    """Rows as an Arrow table in ``schema``'s columns first; columns beyond it are kept, typed by inference."""
     if schema is None:
         return pa.Table.from_pylist(rows)
     names = set(schema.names)
@@ -61,11 +62,23 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Ta
 
 
 def read_table(path: str | Path) -> pa.Table:
-    return pq.read_table(path)
+    """A whole Parquet file; a damaged one is a ``DataError`` naming it (never a raw Arrow traceback)."""
+    try:
+        return pq.read_table(path)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: str | Path, exc: Exception) -> DataError:
+    return DataError(f"not a readable Parquet table ({type(exc).__name__}: {exc}). Move it aside "
+                     f"(`mv {path} {path}.bad`) and rerun the stage that writes it; answered requests stay in "
+                     "the ledger", file=str(path))
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist()
+    return read_table(path).to_pylist()
 
 
 def append_rejected(run_dir: str | Path, stage: str, items: Iterable[tuple[dict[str, Any], str]]) -> int:
@@ -89,7 +102,7 @@ class RejectedWriter:
         self.stage, self.count = stage, 0
         self._buffer: list[dict[str, Any]] = []
         self._spool: pq.ParquetWriter | None = None
-        self._spool_path = self.path.parent / f".rejected.{stage}.spool"
+        self._spool_path = self.path.parent / f".rejected.{stage}.spool.tmp"  # a kill's leftover is cleaned
 
     def __enter__(self) -> "RejectedWriter":
         return self
@@ -154,6 +167,9 @@ class RejectedWriter:
 
 
 def _rejected_batches(path: Path):
-    """The existing rejected table a batch at a time, cast to the declared schema."""
-    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(RejectedWriter.BATCH):
-        yield pa.Table.from_batches([batch]).select(REJECTED_SCHEMA.names).cast(REJECTED_SCHEMA)
+    """The existing rejected table a batch at a time, cast to the declared schema; damaged: a DataError naming it."""
+    try:
+        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(RejectedWriter.BATCH):
+            yield pa.Table.from_batches([batch]).select(REJECTED_SCHEMA.names).cast(REJECTED_SCHEMA)
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise _unreadable(path, exc) from None
