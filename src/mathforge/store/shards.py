@@ -40,7 +40,8 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make renames inside ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -218,7 +219,7 @@ class ShardWriter:
         os.replace(tmp, self.staging / MANIFEST)
         for m in [*self.staging.glob("_part-*.done"), self.staging / "_fingerprint"]:
             m.unlink()
-        _fsync_dir(self.staging)
+        fsync_dir(self.staging)
         switch_in(self.staging, self.path)
         self.rows_written = manifest["rows"]  # shards kept from an earlier attempt included
         self._committed = True
@@ -247,7 +248,7 @@ def switch_in(staging: Path, path: Path) -> None:
     if path.exists():
         os.replace(path, old)
     os.replace(staging, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     _remove(old)
 
 
