@@ -32,11 +32,11 @@ def synthesis_rows(problems: Iterable[Problem], *, with_solution: bool = False) 
 
 def export_synthesis(problems: Iterable[Problem], out: Any, cfg: Any, seed: int) -> dict[str, dict[str, int]]:
     """Write ``<out>/synthesis/{train,validation}.*``, split by seed (or passage) so validation sources are unseen."""
-    from mathforge.export import SPLITS, split_problems, write_style
+    from mathforge.export import SPLITS, split_problems, write_split_files
 
     rows = synthesis_rows(problems, with_solution=cfg.synthesis_solution)
     held_out = split_problems([r["problem_id"] for r in rows], cfg.validation_fraction,
                               cfg.seed if cfg.seed is not None else seed)
     splits = {sp: [r for r in rows if (r["problem_id"] in held_out) == (sp == "validation")] for sp in SPLITS}
-    write_style(out, "synthesis", splits, cfg.formats)
+    write_split_files(out, "synthesis", splits, cfg.formats)
     return {sp: {"rows": len(splits[sp]), "problems": len({r["problem_id"] for r in splits[sp]})} for sp in SPLITS}
