@@ -83,3 +83,25 @@ def test_distill_synthesizer_end_to_end(tmp_path):
     # the distilled set carries the teacher requests that made its training data, plus its own solves
     assert d["teacher_requests"] == 9 + summary["stages"]["synthesize-2"]["requests"]["solve"]["sent"]
     assert 0 < t["distinct_2"] <= 1
+
+
+def test_export_synthesis_splits_by_seed_in_every_format(tmp_path):
+    import pyarrow.parquet as pq
+
+    from mathforge.export import ExportConfig
+    from mathforge.synth.export import export_synthesis
+
+    problems = [Problem(f"synth:s{i % 5}:rewrite:grade_school:{i}", f"New problem {i}?", str(i), None, "synth",
+                        {"method": "rewrite", "level": "grade_school", "seed_id": f"s{i % 5}",
+                         "source_text": f"Seed {i % 5}."}) for i in range(20)]
+    cfg = ExportConfig(styles=["synthesis"], formats=["jsonl", "parquet", "dataset"], validation_fraction=0.2)
+    counts = export_synthesis(problems, tmp_path, cfg, seed=0)
+    assert counts["train"]["rows"] + counts["validation"]["rows"] == 20
+    assert counts["validation"]["problems"] == 1  # one seed of five held out, with all four of its problems
+    train = pq.read_table(tmp_path / "synthesis" / "train.parquet").to_pylist()
+    valid = [json.loads(x) for x in (tmp_path / "synthesis" / "validation.jsonl").read_text().splitlines()]
+    assert {r["problem_id"] for r in train}.isdisjoint({r["problem_id"] for r in valid}) and len(valid) == 4
+    assert train[0]["messages"][-1]["content"].startswith("Problem: New problem")
+    from datasets import load_from_disk
+
+    assert load_from_disk(str(tmp_path / "dataset" / "synthesis"))["train"].num_rows == 16
