@@ -38,7 +38,7 @@ def synthesize(
 ) -> None:
     """Write new problems at named education levels, solve each k times, keep majority answers that agree enough."""
     from mathforge.cli.curate import _benchmark
-    from mathforge.cli.refine import teachers_for
+    from mathforge.cli.teachers import teachers_for
     from mathforge.config import load_yaml, read_text, validate
     from mathforge.datasets import load
     from mathforge.pipeline.context import RunContext
