@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from mathforge.cli.flags import config_command, source_argument
+from mathforge.cli.flags import config_command, out_option, source_argument
 from mathforge.curate.stage import CurateConfig
 
 app = typer.Typer(add_completion=False)
@@ -61,11 +61,9 @@ def curate_command(data: dict[str, Any], *, source: Path, out: Optional[Path], b
 
 app.command("curate")(config_command(
     CurateConfig,
-    lambda data, **kw: curate_command(data, **kw),
+    curate_command,
     leading=[source_argument("run directory, or a samples .parquet/.jsonl file"),
-             inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                               default=typer.Option(None, "--out", "-o",
-                                                    help="run directory for a samples file (default <stem>-curated)"))],
+             out_option("run directory for a samples file (default <stem>-curated)")],
     trailing=[inspect.Parameter("benchmark", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],
                                 default=typer.Option(None, "--benchmark", "-b", help="benchmark NAME or NAME=PATH "
                                                      "to decontaminate against; repeatable"))],

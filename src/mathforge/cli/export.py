@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from mathforge.cli.flags import config_command, source_argument
+from mathforge.cli.flags import config_command, out_option, source_argument
 from mathforge.export import ExportConfig
 
 app = typer.Typer(add_completion=False)
@@ -52,11 +52,9 @@ def _flag(name: str, decl: str, help: str, annotation: Any = bool, default: Any 
 
 app.command("export")(config_command(
     ExportConfig,
-    lambda data, **kw: export_command(data, **kw),
+    export_command,
     leading=[source_argument("run directory, or a samples .parquet/.jsonl file"),
-             inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                               default=typer.Option(None, "--out", "-o", help="export folder (default: <run>/export, "
-                                                    "or <stem>-export beside a samples file)"))],
+             out_option("export folder (default: <run>/export, or <stem>-export beside a samples file)")],
     trailing=[_flag("include_incorrect", "--include-incorrect", "also export unverified and incorrect samples "
                     "(same as --no-only-correct)"),
               _flag("public", "--public", "create the hub repo public (same as --no-private)")],

@@ -126,10 +126,10 @@ def config_command(
     return command
 
 
-def out_option() -> inspect.Parameter:
-    """``-o/--out``: the same meaning on every command (where the command writes)."""
+def out_option(help: str = OUT_HELP) -> inspect.Parameter:
+    """``-o/--out``: where the command writes."""
     return inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                             default=typer.Option(None, "--out", "-o", help=OUT_HELP))
+                             default=typer.Option(None, "--out", "-o", help=help))
 
 
 def source_argument(help: str) -> inspect.Parameter:

@@ -55,7 +55,7 @@ def generate_command(data: dict[str, Any], *, source: Path, out: Path | None, da
 
 callback = config_command(
     GenerateConfig,
-    lambda data, **kw: generate_command(data, **kw),
+    generate_command,
     leading=[source_argument("a run directory (its problems, its recipe's teachers) or a problems file"),
              out_option()],
     trailing=TEACHER_OPTIONS,

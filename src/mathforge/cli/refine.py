@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from mathforge.cli.flags import config_command, source_argument
+from mathforge.cli.flags import config_command, out_option, source_argument
 from mathforge.cli.teachers import teacher_options, teachers_for
 from mathforge.refine.stage import RefineConfig
 
@@ -42,11 +42,9 @@ def refine_command(data: dict[str, Any], *, source: Path, out: Optional[Path], r
 
 app.command("refine")(config_command(
     RefineConfig,
-    lambda data, **kw: refine_command(data, **kw),
+    refine_command,
     leading=[source_argument("run directory (refined in place), or a samples .parquet/.jsonl file"),
-             inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                               default=typer.Option(None, "--out", "-o",
-                                                    help="run directory for a samples file (default <stem>-refined)"))],
+             out_option("run directory for a samples file (default <stem>-refined)")],
     trailing=teacher_options("one teacher as judge and refiner"),
     short={"max_rounds": ["--rounds"]},
     doc="Score samples on named criteria, rewrite weak ones with the critique, re-verify; prints the round table.",

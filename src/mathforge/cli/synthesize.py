@@ -61,7 +61,7 @@ def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
 
 app.command("synthesize")(config_command(
     SynthesizeConfig,
-    lambda data, **kw: synthesize_command(data, **kw),
+    synthesize_command,
     leading=[inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
                                default=typer.Argument(..., help="run directory: its problems table holds the seeds, "
                                                       "and the new problems go there")),

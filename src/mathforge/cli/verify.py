@@ -61,7 +61,7 @@ def verify_command(data: dict[str, Any], *, input: Path, output: Optional[Path],
 
 app.command("verify")(config_command(
     VerifyConfig,
-    lambda data, **kw: verify_command(data, **kw),
+    verify_command,
     leading=[inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
                                default=typer.Argument(..., exists=True, dir_okay=False,
                                                       help="samples table: .parquet or .jsonl with text, gold")),
