@@ -185,7 +185,7 @@ class RunContext:
             raise ConfigError(f"{self.run_dir}: stage {scope.stage.stage_id} has no '{name}' input in this run")
         ref = scope.inputs[name]
         self._check_complete(scope, name, ref)
-        return TableReader(self.path(ref.path), name=name, producer=ref.stage)
+        return TableReader(self.path(ref.path), name=name, producer=ref.stage, kind=ref.kind)
 
     def _check_complete(self, scope: StageScope, name: str, ref: TableRef) -> None:
         """Refuse an input from a stage that finished short of answers, unless partial results are allowed."""
