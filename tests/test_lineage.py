@@ -209,3 +209,17 @@ def test_sampling_defaults_are_defined_once():
 
     assert SamplingParams().top_p == SamplingConfig().top_p == GenerateConfig().top_p == TOP_P
     assert RefineConfig().rewrite_sampling.top_p == EvalConfig(models=["m"], benchmarks=["gsm8k"]).top_p == TOP_P
+
+
+def test_an_input_whose_producer_has_not_run_is_an_error_not_an_older_table(server, tmp_path):
+    """Export of a run whose curate stage never ran must not fall back to the verified table."""
+    server.configure(FAST)
+    recipe_path, run = write_recipe(tmp_path, server.url, 4), tmp_path / "run"
+    res = invoke("run", str(recipe_path), "-o", str(run), "--only", "load", "--only", "generate", "--only", "verify")
+    assert res.exit_code == 0, res.output
+    res = invoke("run", str(recipe_path), "-o", str(run), "--only", "export")
+    assert res.exit_code == 2 and "reads samples from stage 'curate', which has not run yet" in res.flat
+    assert not (run / "export").exists()
+    (run / "verified.parquet").unlink()
+    res = invoke("run", str(recipe_path), "-o", str(run), "--only", "curate")
+    assert res.exit_code == 2 and "'verify', which lost its output" in res.flat
