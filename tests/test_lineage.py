@@ -163,7 +163,7 @@ def test_refine_and_synthesize_never_read_their_own_output(tmp_path):
         outputs = {"problems": Port("problems")}
 
         def run(self, ctx, cfg):
-            seen = list(ctx.input("problems").records())  # typed records, streamed in batches
+            seen = list(ctx.records("problems"))  # typed records, streamed in batches
             assert all(isinstance(p, Problem) for p in seen) and ctx.input("problems").num_rows == len(seen)
             ctx.output("problems").write([Problem(p.id + "+", p.question).to_row() for p in seen])
             return {"read": [p.id for p in seen]}

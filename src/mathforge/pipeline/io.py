@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mathforge.errors import DataError
-from mathforge.records import Problem, Sample
+from mathforge.store.shards import fsync_dir as _fsync_dir
 from mathforge.store.tables import rows_to_table
 
 TMP_MARK = ".mf-tmp"  # every file or folder written aside carries this in its name, so leftovers are easy to find
@@ -62,11 +62,10 @@ def _parquet_error(path: Path, exc: Exception) -> DataError:
 class TableReader:
     """One committed Parquet table, read in row-group batches so memory follows the batch, not the table."""
 
-    def __init__(self, path: str | Path, *, name: str = "", producer: str | None = None, kind: str | None = None):
+    def __init__(self, path: str | Path, *, name: str = "", producer: str | None = None):
         self.path = Path(path)
         self.name = name or self.path.stem
         self.producer = producer  # the stage id that wrote it (lineage), None for a file given by the user
-        self.kind = kind
         try:
             self._file = pq.ParquetFile(self.path)
         except FileNotFoundError:
@@ -91,14 +90,6 @@ class TableReader:
     def batches(self, batch_size: int = DEFAULT_BATCH) -> Iterator[list[dict[str, Any]]]:
         for batch in self.record_batches(batch_size):
             yield batch.to_pylist()
-
-    def records(self, batch_size: int = DEFAULT_BATCH) -> Iterator[Problem | Sample]:
-        """Typed records (``Problem`` or ``Sample``, by the table's kind), streamed batch by batch."""
-        record = {"problems": Problem, "samples": Sample}.get(self.kind or "")
-        if record is None:
-            raise TypeError(f"{self.path}: a table of kind {self.kind!r} has no record type")
-        for rows in self.batches(batch_size):
-            yield from (record.from_row(r) for r in rows)
 
     def to_arrow(self) -> pa.Table:
         try:
@@ -284,14 +275,6 @@ def clean_leftovers(folder: str | Path) -> list[str]:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             done.append(f"removed {p.name}")
     return done
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(folder: Path) -> None:
