@@ -195,3 +195,17 @@ def test_default_settings_grow_to_the_servers_capacity():
     assert sink.ok == 2500 and engine.stats.api_calls == 2500
     assert peak >= 700 and engine.concurrency.limit >= 700, (peak, engine.concurrency.limit)
     assert time.monotonic() - t0 < 15
+
+
+def test_open_file_limit_is_raised_or_the_cap_fitted(monkeypatch):
+    import resource
+
+    from mathforge.backends.openai_api import fit_open_files
+
+    limits = {"soft": 1024, "hard": 4096}
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, v: limits.update(soft=v[0]))
+    assert fit_open_files(1024, "t") == 1024 and limits["soft"] == 2 * 1024 + 256  # raised towards the hard limit
+    limits.update(soft=1024, hard=1024)
+    assert fit_open_files(1024, "t") == (1024 - 256) // 2  # cannot be raised: fewer in flight, said once
+    assert fit_open_files(100, "t") == 100
