@@ -376,8 +376,9 @@ class Engine:
                 self.concurrency.open_to_cap()
         # An overdue answer says little about the typical latency, and was signalled when it went overdue.
         self.concurrency.on_success(None if attempt.overdue else latency)
-        if latency is not None:
-            self.timeouts.observe(latency)
+        # The timeout learns from every answer: a stalled sample overstates the server's latency, which only makes
+        # the timeout more patient (the wait it is compared with leaves the stalls out).
+        self.timeouts.observe(latency if latency is not None else attempt.raw_latency() or 0.0)
         self._unpark(attempt)
         self._successes += 1
         self._last_success = time.monotonic()
