@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mathforge.masking import mask_config
+
 
 def build_summary(ctx: Any, wall: float, started: float | None = None) -> dict[str, Any]:
     m = ctx.metrics
@@ -46,7 +48,8 @@ def build_summary(ctx: Any, wall: float, started: float | None = None) -> dict[s
 
 
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
-    Path(run_dir, "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    text = json.dumps(mask_config(summary), indent=2, default=str)  # stage metrics may quote an error message
+    Path(run_dir, "summary.json").write_text(text, encoding="utf-8")
 
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:

@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
+from mathforge.masking import mask_text
+
 # kind of failure, decided by the backend from the status code or the exception
 Kind = Literal["status", "timeout", "connect", "connection", "malformed"]
 Action = Literal["retry", "fail", "abort"]
@@ -99,12 +101,6 @@ def parse_duration(text: str | None) -> float | None:
     return sum(float(v) * scale[u] for v, u in parts)
 
 
-_KEYLIKE = re.compile(r"\b(sk-|gsk_|AIza)[-_A-Za-z0-9*]{6,}")
-
-
 def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     """Remove API keys (the real one, and anything shaped like a key, even partly masked) from an error message."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return _KEYLIKE.sub("***", text)
+    return mask_text(text, secrets)

@@ -39,9 +39,10 @@ class EvalConfig(StrictModel):
         description="models: names of recipe teachers or local model specs (smollm2, a directory, a .gguf, a hub id), "
         "or a mapping name -> backend config ({backend: local|openai|vllm, ...})"
     )
-    adapters: list[str] = Field(
+    adapters: list[str] | dict[str, str] = Field(
         default_factory=list,
-        description="PEFT adapter directories; each is evaluated on top of the first model (which becomes the base)",
+        description="PEFT adapter directories, or a mapping name -> directory; each is evaluated on top of the first "
+        "model (which becomes the base)",
     )
     benchmarks: list[BenchmarkSpec] = Field(description="benchmark names, or {name, path, split, limit, prompt}")
     data_dir: str | None = Field(None, description="folder holding one sub-folder per benchmark (gsm8k/, math500/, ...)")

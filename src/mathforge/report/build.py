@@ -9,7 +9,16 @@ from typing import Any
 
 import jinja2
 
-from mathforge.evaluate.compare import comparison_rows, fmt_score, markdown_table, table_cells
+from mathforge.evaluate.compare import (
+    comparison_rows,
+    contrast_markdown,
+    contrast_rows,
+    fmt_delta,
+    fmt_score,
+    markdown_table,
+    table_cells,
+)
+from mathforge.masking import mask_config
 from mathforge.report import plots
 from mathforge.report.data import RunData, read_run
 
@@ -60,13 +69,17 @@ def _breakdowns(sets: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]
 
 
 def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | None = None,
-                 base: str | None = None) -> dict[str, Any]:
-    """Write the report of ``runs`` (the first is the main one) to ``out_dir``; returns what metrics.json holds."""
+                 base: str | None = None, contrasts: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Write the report of ``runs`` (the first is the main one) to ``out_dir``; returns what metrics.json holds.
+
+    ``contrasts`` names pairs of models (a, b) whose paired difference a − b is reported besides each model vs base.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = [read_run(r) for r in runs]
     sets = [s for d in data for s in d.evals]
     rows = comparison_rows(sets, base)
+    paired = contrast_rows(rows, [tuple(c) for c in contrasts or []])
     samples = [s for d in data for s in d.samples]
     drawn = {
         "accuracy": plots.accuracy(rows, out / "accuracy.png"),
@@ -75,6 +88,7 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "throughput": plots.throughput(_keyed(data, "throughput"), out / "throughput.png"),
         "agreement": plots.agreement(samples, out / "agreement.png"),
         "lengths": plots.lengths(samples, out / "lengths.png"),
+        "training": plots.training(_keyed(data, "training"), out / "training.png"),
     }
     header, cells = table_cells(rows) if rows else ([], [])
     context = {
@@ -87,13 +101,19 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "eval_rows": cells,
         "eval_markdown": markdown_table(rows) if rows else "",
         "breakdowns": _breakdowns(sets),
+        "contrasts": [{"comparison": f"{c['a']} − {c['b']}", "benchmark": c["benchmark"], "metric": c["metric"],
+                       "n": c.get("n", "-"), "delta": fmt_delta(c, False)} for c in paired],
+        "contrast_markdown": contrast_markdown(paired) if paired else "",
         "plots": {name: f"{name}.png" for name, ok in drawn.items() if ok},
         "usage": [{"teacher": t, **{k: _fmt(k, v) for k, v in u.items()},
-                   "cost": "-" if u["cost"] is None else f"${u['cost']:.4f}"} for t, u in _keyed(data, "usage").items()],
+                   **{k: "-" if u.get(k) is None else f"${u[k]:,.4f}" for k in ("cost", "projected", "budget")}}
+                  for t, u in _keyed(data, "usage").items()],
+        "batch_costs": any("mode" in u for u in _keyed(data, "usage").values()),
         "funnel": [{"run": d.name, "steps": d.funnel} for d in data if d.funnel],
         "rejected": sorted(((f"{d.name}: {s}" if len(data) > 1 else s, reason, n)
                             for d in data for (s, reason), n in d.rejected.items()), key=lambda x: -x[2]),
     }
+    context = mask_config(context)  # the report quotes reject reasons, paths and names: never a key-shaped string
     env = _env()
     (out / "index.html").write_text(env.get_template("index.html.j2").render(**context), encoding="utf-8")
     (out / "summary.md").write_text(env.get_template("summary.md.j2").render(**context), encoding="utf-8")
@@ -103,7 +123,11 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
                   "rejected": [{"stage": s, "reason": r, "count": n} for (s, r), n in d.rejected.items()]}
                  for d in data],
         "eval": [{k: v for k, v in r.items() if k != "folder"} for r in rows],
+        "contrasts": paired,
+        "training": {name: [{"step": st, "loss": loss} for st, loss in pts]
+                     for name, pts in _keyed(data, "training").items()},
         "plots": sorted(context["plots"].values()),
     }
+    metrics = mask_config(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str), encoding="utf-8")
     return metrics

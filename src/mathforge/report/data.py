@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mathforge.engine.accounting import Pricing
+from mathforge.engine.cost import read_costs
 from mathforge.evaluate.compare import find_results
 
 SAMPLE_COLUMNS = ["problem_id", "teacher", "tokens_out", "correct", "extracted", "normalized", "mode"]
@@ -34,6 +35,7 @@ class RunData:
     samples: list[dict[str, Any]] = field(default_factory=list)  # the latest samples table (few columns)
     rejected: dict[tuple[str, str], int] = field(default_factory=dict)  # (stage, reason) -> count
     evals: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    training: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # train folder -> (step, loss)
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -113,8 +115,33 @@ def ledger_usage(run: Path, prices: dict[str, Pricing]) -> tuple[dict[str, dict[
     return usage, points
 
 
+def add_costs(run: Path, usage: dict[str, dict[str, Any]], configs: dict[str, Any]) -> None:
+    """Per priced teacher: mode, prices, batch discount, spend (batch answers at the batch price), what is in flight
+    and pending with its projected cost, and the budget (``mathforge.engine.cost``)."""
+    priced = {t: c for t, c in configs.items() if t in usage and (
+        c.get("price_input_per_m") or c.get("price_output_per_m"))}
+    if not priced:
+        return
+    for teacher, tc in read_costs(run / "ledger.sqlite", priced).items():
+        if teacher not in priced:
+            continue
+        usage[teacher].update(
+            cost=tc.spent, mode=tc.mode, price=f"${tc.price_input_per_m:g} / ${tc.price_output_per_m:g}",
+            batch_price="-" if tc.mode != "batch" else f"×{tc.batch_factor:g}", in_batch=tc.answered_in_batch,
+            in_flight=tc.in_flight, pending=tc.pending, projected=tc.projected_total, budget=tc.budget)
+
+
 def teacher_prices(run: Path, evals: list[tuple[Path, dict[str, Any]]]) -> dict[str, Pricing]:
     """Prices per teacher from the recipe (and from eval configs that name backends with prices)."""
+    return {
+        name: Pricing(c.get("price_input_per_m", 0.0), c.get("price_output_per_m", 0.0))
+        for name, c in teacher_configs(run, evals).items()
+        if "price_input_per_m" in c or "price_output_per_m" in c
+    }
+
+
+def teacher_configs(run: Path, evals: list[tuple[Path, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Teacher configs as the recipe (and eval configs) wrote them."""
     configs: dict[str, Any] = {}
     recipe = run / "recipe.yaml"
     if recipe.exists():
@@ -123,11 +150,7 @@ def teacher_prices(run: Path, evals: list[tuple[Path, dict[str, Any]]]) -> dict[
         models = (doc.get("config") or {}).get("models")
         if isinstance(models, dict):
             configs.update(models)
-    return {
-        name: Pricing(c.get("price_input_per_m", 0.0), c.get("price_output_per_m", 0.0))
-        for name, c in configs.items()
-        if isinstance(c, dict) and ("price_input_per_m" in c or "price_output_per_m" in c)
-    }
+    return {name: c for name, c in configs.items() if isinstance(c, dict)}
 
 
 def rejected_counts(run: Path) -> dict[tuple[str, str], int]:
@@ -147,6 +170,16 @@ def sample_table(run: Path, tables: dict[str, str], evals: list[tuple[Path, dict
     return evals[-1][0] / "samples.parquet" if evals else run / "verified.parquet"
 
 
+def training_curves(run: Path, depth: int = 3) -> dict[str, list[tuple[int, float]]]:
+    """Training loss by step of every train folder in the run (``log_history.jsonl`` up to ``depth`` levels down)."""
+    from mathforge.train.logs import LOG_FILE, read_log_history
+
+    found = sorted(p for d in range(depth) for p in run.glob("/".join(["*"] * (d + 1) + [LOG_FILE])))
+    return {str(p.parent.relative_to(run)): [(int(r["step"]), float(r["loss"])) for r in read_log_history(p)
+                                             if "loss" in r and "step" in r]
+            for p in found}
+
+
 def read_run(run: str | Path) -> RunData:
     """Gather one run directory's report data."""
     run = Path(run)
@@ -154,6 +187,7 @@ def read_run(run: str | Path) -> RunData:
     tables = _json(run / "state.json").get("tables", {})
     evals = find_results(run)
     usage, points = ledger_usage(run, teacher_prices(run, evals))
+    add_costs(run, usage, teacher_configs(run, evals))
     samples = _rows(sample_table(run, tables, evals), SAMPLE_COLUMNS)
     return RunData(
         path=run,
@@ -165,4 +199,5 @@ def read_run(run: str | Path) -> RunData:
         samples=samples,
         rejected=rejected_counts(run),
         evals=evals,
+        training=training_curves(run),
     )

@@ -18,6 +18,9 @@ class ReportConfig(StrictModel):
     out_dir: str = Field("report", description="folder inside the run directory")
     title: str | None = Field(None, description="page title (default: the run names)")
     base: str | None = Field(None, description="model the eval deltas are measured against (default: each eval's)")
+    contrasts: list[tuple[str, str]] = Field(
+        default_factory=list, description="pairs of models [a, b] whose paired difference a - b is also reported"
+    )
 
 
 class ReportStage(Stage):
@@ -32,5 +35,6 @@ class ReportStage(Stage):
         # The summary of the stages so far, so this run's own numbers are in its report.
         write_summary(ctx.run_dir, build_summary(ctx, wall=sum(m.get("seconds", 0.0) for m in ctx.metrics.values())))
         out = ctx.path(cfg.out_dir)
-        metrics = build_report([ctx.run_dir, *cfg.compare], out, title=cfg.title, base=cfg.base)
+        metrics = build_report([ctx.run_dir, *cfg.compare], out, title=cfg.title, base=cfg.base,
+                               contrasts=cfg.contrasts)
         return {"out_dir": str(out), "plots": len(metrics["plots"]), "eval_rows": len(metrics["eval"])}
