@@ -26,7 +26,9 @@ from mathforge.errors import BackendError
 
 log = logging.getLogger(__name__)
 _CLIENT_NOTED: set = set()  # what was already said once per process (which HTTP client, the open-file limit)
-CONNECT_TIMEOUT = 10.0  # seconds to open a connection: an unreachable host is reported quickly, not after `timeout`
+# Seconds to open a connection: a black-holed host is reported after three of these, not after `timeout` (a refused
+# connection fails at once); generous, since a busy client or server can take seconds to complete a handshake.
+CONNECT_TIMEOUT = 30.0
 
 
 class OpenAIConfig(BackendConfig):

@@ -295,7 +295,11 @@ class Engine:
             self._abandon(call, attempt, record=False)  # the failure path records it in the ledger
             return
         self.limiter.settle(attempt.est, 0)
-        self.stats.error_calls += 1
+        if err.kind == "connect":  # no connection, so nothing reached the server: not a call it could bill
+            self.stats.api_calls -= 1
+            self.stats.connect_failures += 1
+        else:
+            self.stats.error_calls += 1
         if err.kind in MAYBE_BILLED:
             self.budget.forfeit(attempt.reserved)
             self.stats.maybe_billed_cost += attempt.reserved
