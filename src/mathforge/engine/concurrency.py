@@ -19,7 +19,7 @@ class AdaptiveConcurrency:
     """An asyncio semaphore whose limit moves between ``floor`` and ``cap``."""
 
     def __init__(self, cap: int, initial: int | None = None, floor: int = 1, window: int = 50, latency_factor: float = 2.0,
-                 bad_share: float = 0.1):
+                 bad_share: float = 0.2):
         self.cap = max(1, cap)
         self.floor = max(1, min(floor, self.cap))
         self.limit = float(min(self.cap, max(self.floor, initial or self.cap)))
