@@ -18,6 +18,7 @@ import yaml
 from mathforge.engine.accounting import Pricing
 from mathforge.engine.cost import read_costs
 from mathforge.evaluate.compare import find_results
+from mathforge.pipeline.state import RunState
 
 SAMPLE_COLUMNS = ["problem_id", "teacher", "tokens_out", "correct", "extracted", "normalized", "mode"]
 
@@ -184,7 +185,7 @@ def read_run(run: str | Path) -> RunData:
     """Gather one run directory's report data."""
     run = Path(run)
     summary = _json(run / "summary.json")
-    tables = _json(run / "state.json").get("tables", {})
+    tables = RunState(run).latest_tables()
     evals = find_results(run)
     usage, points = ledger_usage(run, teacher_prices(run, evals))
     add_costs(run, usage, teacher_configs(run, evals))
