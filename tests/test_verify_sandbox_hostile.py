@@ -75,6 +75,11 @@ HOSTILE: dict[str, str] = {
         "import importlib\nu = importlib.import_module('multiprocessing.util')\n"
         "u.spawnv_passfds('/bin/sh', ['sh', '-c', 'echo PWNED; id > MARKER'], ())\nprint('PWNED')"
     ),
+    "_posixsubprocess.fork_exec directly": attempt(
+        "import _posixsubprocess, os\nr, w = os.pipe()\n"
+        "pid = _posixsubprocess.fork_exec([b'/bin/sh', b'-c', b'id > MARKER'], [b'/bin/sh'], True, (w,), None, None, "
+        "-1, -1, -1, -1, -1, -1, r, w, False, False, -1, None, None, -1, -1, None, False)\nprint('PWNED', pid)"
+    ),
     "subprocess after unhook": attempt("import subprocess\nprint(subprocess.run(['/bin/sh', '-c', 'echo PWNED'], capture_output=True).stdout)"),
     "subprocess running the interpreter": attempt(
         "import subprocess, sys\nout = subprocess.run([sys.executable, '-c', 'print(1)'], capture_output=True).stdout\nprint('PWNED', out)"

@@ -119,7 +119,7 @@ def run_program(
 
 def _memfd(name: str, data: bytes) -> int:
     """An anonymous in-memory file holding ``data``, positioned at its start (bwrap reads it to EOF)."""
-    fd = os.memfd_create(name, 0)
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)  # pass_fds hands it to bwrap only
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
