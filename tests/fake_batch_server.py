@@ -284,6 +284,106 @@ class FakeBatchAPI:
             self.online[k] += 1
         return web.json_response(self._completion({"custom_id": "online", "body": body}))
 
+    # -- Anthropic Message Batches ------------------------------------------------------------------------------
+    async def a_create(self, request: web.Request) -> web.Response:
+        self._auth(request)
+        body = await request.json()
+        await self._hold("batches.create.before")
+        lines = [{"custom_id": r["custom_id"], "body": r["params"]} for r in body.get("requests", [])]
+        data = json.dumps(body).encode()
+        bid = self._id("msgbatch")
+        b = {"id": bid, "anthropic": True, "created_at": int(time.time()), "t0": time.monotonic(), "errors": None,
+             "invalid": None, "base": f"{request.scheme}://{request.host}"}
+        _, error = self._parse(b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+        if error or len(data) > self.config.max_bytes:  # Anthropic refuses an over-limit batch outright
+            return web.json_response({"type": "error", "error": {"type": "invalid_request_error",
+                                                                 "message": error or "request too large"}}, status=400)
+        self.batches[bid], self.requests[bid] = b, lines
+        self.submissions.update(r["custom_id"] for r in lines)
+        self.counts["creates"] += 1
+        await self._hold("batches.create.after")
+        return web.json_response(self._a_public(b))
+
+    def _a_public(self, b: dict[str, Any]) -> dict[str, Any]:
+        status = self._status(b)
+        n = len(self.requests[b["id"]])
+        ended = status in ("completed", "expired", "cancelled")
+        c = b.get("counts") or {}
+        iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+        return {"id": b["id"], "type": "message_batch", "created_at": iso(b["created_at"]),
+                "expires_at": iso(b["created_at"] + 86400), "archived_at": None,
+                "cancel_initiated_at": iso(b["created_at"]) if "cancel_t" in b else None,
+                "ended_at": iso(time.time()) if ended else None,
+                "processing_status": "ended" if ended else ("canceling" if "cancel_t" in b else "in_progress"),
+                "request_counts": {"processing": 0 if ended else n, "succeeded": c.get("completed", 0),
+                                   "errored": c.get("failed", 0) if status == "completed" else 0,
+                                   "canceled": n - c.get("completed", 0) if status == "cancelled" else 0,
+                                   "expired": n - c.get("completed", 0) if status == "expired" else 0},
+                "results_url": f"{b['base']}/v1/messages/batches/{b['id']}/results" if ended else None}
+
+    async def a_get(self, request: web.Request) -> web.Response:
+        self._auth(request)
+        self.counts["polls"] += 1
+        await self._hold("batches.retrieve")
+        b = self.batches.get(request.match_info["bid"])
+        if b is None:
+            raise web.HTTPNotFound()
+        return web.json_response(self._a_public(b))
+
+    async def a_list(self, request: web.Request) -> web.Response:
+        self._auth(request)
+        self.counts["batch_lists"] += 1
+        items = [self._a_public(b) for b in list(self.batches.values())[::-1] if b.get("anthropic")]
+        after, limit = request.query.get("after_id"), int(request.query.get("limit", 20))
+        if after:
+            ids = [x["id"] for x in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        page = items[:limit]
+        return web.json_response({"data": page, "has_more": len(items) > limit,
+                                  "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None})
+
+    async def a_cancel(self, request: web.Request) -> web.Response:
+        b = self.batches[request.match_info["bid"]]
+        if not b.get("final"):
+            b["cancel_t"] = time.monotonic()
+        return web.json_response(self._a_public(b))
+
+    async def a_results(self, request: web.Request) -> web.StreamResponse:
+        self._auth(request)
+        b = self.batches[request.match_info["bid"]]
+        self._status(b)
+        done = {}
+        for name in ("output_file_id", "error_file_id"):
+            for line in self.contents.get(b.get(name, ""), b"").decode().splitlines():
+                x = json.loads(line)
+                done[x["custom_id"]] = x
+        rows = []
+        for r in self.requests[b["id"]]:
+            x = done.get(r["custom_id"])
+            if x is None or (x.get("error") or {}).get("code") == "batch_expired":
+                result: dict[str, Any] = {"type": "canceled" if b["final"] == "cancelled" else "expired"}
+            elif x.get("error") or x["response"]["status_code"] != 200:
+                result = {"type": "errored", "error": {"type": "error", "error": {
+                    "type": "invalid_request_error", "message": "simulated invalid request"}}}
+            else:
+                c = x["response"]["body"]
+                result = {"type": "succeeded", "message": {
+                    "id": c["id"], "type": "message", "role": "assistant", "model": c["model"],
+                    "content": [{"type": "text", "text": c["choices"][0]["message"]["content"]}],
+                    "stop_reason": "end_turn", "stop_sequence": None,
+                    "usage": {"input_tokens": c["usage"]["prompt_tokens"], "output_tokens": c["usage"]["completion_tokens"]}}}
+            rows.append({"custom_id": r["custom_id"], "result": result})
+        data = "".join(json.dumps(x) + "\n" for x in rows).encode()
+        self.counts["downloads"] += 1
+        if "files.content" in self.config.hold:
+            resp = web.StreamResponse(headers={"Content-Type": "application/binary", "Content-Length": str(len(data))})
+            await resp.prepare(request)
+            await resp.write(data[: len(data) // 2])
+            await self._hold("files.content")
+            await resp.write(data[len(data) // 2 :])
+            return resp
+        return web.Response(body=data, content_type="application/binary")
+
     async def admin_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
 
@@ -297,6 +397,11 @@ class FakeBatchAPI:
         app.router.add_get("/v1/batches/{bid}", self.get_batch)
         app.router.add_post("/v1/batches/{bid}/cancel", self.cancel_batch)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/messages/batches", self.a_create)
+        app.router.add_get("/v1/messages/batches", self.a_list)
+        app.router.add_get("/v1/messages/batches/{bid}", self.a_get)
+        app.router.add_get("/v1/messages/batches/{bid}/results", self.a_results)
+        app.router.add_post("/v1/messages/batches/{bid}/cancel", self.a_cancel)
         app.router.add_get("/admin/stats", self.admin_stats)
         return app
 

@@ -104,6 +104,20 @@ def test_expired_and_cancelled_batches_keep_what_was_answered(server, tmp_path):
     assert all("expired" in r.error for r in ctx.ledger.rows(status="failed"))
     assert server.call(api.stats)["submissions"] == 10
     ctx.close()
+    # cancelled at the provider's console while `mathforge run` was away: the answered share is kept
+    api = server.configure(BatchServerConfig(in_progress_s=5.0))
+    ctx = context(tmp_path / "c", server.url, 6, max_wait=0)
+    with pytest.raises(BatchesInFlight):
+        run(ctx)
+    ctx.close()
+    bid = next(iter(api.batches))
+    server.call(lambda: api.batches[bid].__setitem__("cancel_t", 0.0))
+    ctx = context(tmp_path / "c", server.url, 6)
+    run(ctx)
+    assert statuses(ctx) == {"ok": 3, "failed": 3}
+    assert all("cancelled" in r.error for r in ctx.ledger.rows(status="failed"))
+    assert server.call(api.stats)["submissions"] == 6
+    ctx.close()
 
 
 def test_failed_batch_marks_its_requests_failed_with_the_providers_reason(server, tmp_path):

@@ -11,6 +11,7 @@ from mathforge.errors import ConfigError
 
 # name -> "module:Class"; each module holds one backend and its Config model.
 BACKENDS: dict[str, str] = {
+    "anthropic": "mathforge.backends.anthropic_batch:AnthropicBatchBackend",
     "local": "mathforge.backends.local:LocalBackend",
     "openai": "mathforge.backends.openai_api:OpenAIBackend",
     "vllm": "mathforge.backends.vllm_offline:VLLMBackend",

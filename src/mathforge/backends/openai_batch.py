@@ -51,7 +51,7 @@ class OpenAIBatchProvider:
         with self._errors("upload batch file"), open(path, "rb") as fh:
             return self.client.files.create(file=(filename, fh, "application/jsonl"), purpose="batch").id
 
-    def find_batch(self, tag: str, since: float, n: int) -> BatchInfo | None:
+    def find_batch(self, tag: str, since: float, n: int, exclude: frozenset[str] = frozenset()) -> BatchInfo | None:
         with self._errors("list batches"):
             for i, b in enumerate(self.client.batches.list(limit=100)):
                 if (b.metadata or {}).get(TAG_KEY) == tag:

@@ -85,7 +85,7 @@ class BatchProvider(Protocol):
     def line(self, request: GenRequest) -> dict[str, Any]: ...
     def find_file(self, filename: str, nbytes: int) -> str | None: ...
     def upload(self, filename: str, path: Path) -> str: ...
-    def find_batch(self, tag: str, since: float, n: int) -> BatchInfo | None: ...
+    def find_batch(self, tag: str, since: float, n: int, exclude: frozenset[str]) -> BatchInfo | None: ...
     def create(self, tag: str, file_id: str | None, path: Path) -> BatchInfo: ...
     def retrieve(self, provider_id: str) -> BatchInfo: ...
     def results(self, info: BatchInfo) -> Iterator[Result]: ...
@@ -245,7 +245,7 @@ class BatchRunner:
             b.state, b.file_id = UPLOADED, file_id
             steps += 1
         if b.state == UPLOADED or (b.state == PREPARED and not self.provider.uploads):
-            info = self._retry(lambda: self.provider.find_batch(b.id, b.created, b.n))
+            info = self._retry(lambda: self.provider.find_batch(b.id, b.created, b.n, self._claimed()))
             if info is None:
                 if not self.provider.uploads and not path.exists():
                     self.store.abandon(b.id, f"batch file {path} missing before submission")
@@ -278,10 +278,14 @@ class BatchRunner:
                     raise
             self.sleep(delay)
             delay = min(delay * 2, 30.0)
-            found = self._retry(lambda: self.provider.find_batch(b.id, b.created, b.n))
+            found = self._retry(lambda: self.provider.find_batch(b.id, b.created, b.n, self._claimed()))
             if found is not None:
                 return found
         raise AssertionError("unreachable")
+
+    def _claimed(self) -> frozenset[str]:
+        """Provider batch ids this ledger already recorded (a look-up by shape must never adopt one of them)."""
+        return frozenset(b.provider_id for b in self.store.all_batches() if b.provider_id)
 
     def _collect(self, b: BatchRow, info: BatchInfo) -> None:
         ok, failed = [], []
