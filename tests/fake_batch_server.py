@@ -25,7 +25,7 @@ import json
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +131,19 @@ class FakeBatchAPI:
         if "files.content" in self.config.hold:
             resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
                                                "Content-Length": str(len(data))})
+            return await self._half_then_hold(request, resp, data)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _half_then_hold(self, request: web.Request, resp: web.StreamResponse, data: bytes) -> web.StreamResponse:
+        """Send half the body, hold, then the rest (the client is usually SIGKILLed in between)."""
+        try:
             await resp.prepare(request)
             await resp.write(data[: len(data) // 2])
             await self._hold("files.content")
             await resp.write(data[len(data) // 2 :])
-            return resp
-        return web.Response(body=data, content_type="application/octet-stream")
+        except ConnectionResetError:  # the killed client's socket is gone (aiohttp's error subclasses it)
+            pass
+        return resp
 
     # -- batches -------------------------------------------------------------------------------------------------
     async def create_batch(self, request: web.Request) -> web.Response:
@@ -377,11 +384,7 @@ class FakeBatchAPI:
         self.counts["downloads"] += 1
         if "files.content" in self.config.hold:
             resp = web.StreamResponse(headers={"Content-Type": "application/binary", "Content-Length": str(len(data))})
-            await resp.prepare(request)
-            await resp.write(data[: len(data) // 2])
-            await self._hold("files.content")
-            await resp.write(data[len(data) // 2 :])
-            return resp
+            return await self._half_then_hold(request, resp, data)
         return web.Response(body=data, content_type="application/binary")
 
     async def admin_stats(self, request: web.Request) -> web.Response:
@@ -493,4 +496,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["BatchServerConfig", "FakeBatchAPI", "BatchServerThread", "asdict"]
+__all__ = ["BatchServerConfig", "FakeBatchAPI", "BatchServerThread"]

@@ -4,7 +4,9 @@ Binds 127.0.0.1 on an ephemeral port and stops by itself after ``lifetime`` seco
 ``base_latency + per_token * completion_tokens``; RPM/TPM are token buckets holding one second of budget (as real
 providers enforce limits over short windows) and answer 429 with ``Retry-After``/``retry-after-ms``; every answer
 carries ``x-ratelimit-*`` headers when a limit is set. Faults (5xx, dropped connections, hangs) are drawn from a
-seeded RNG. Requests are counted per ledger key (the client's ``x-mathforge-keys`` header).
+seeded RNG. Malformed 200s (an HTML page, ``choices: []``, ``content: null``) can be scripted, and ``body_delay`` sends
+the headers at once and the body that many seconds later. Requests are counted on arrival (``total``, what a provider
+would bill) and per ledger key (the client's ``x-mathforge-keys`` header).
 
 Run standalone (benchmarks) with ``python tests/fake_openai_server.py --port-file PATH``; ``POST /admin/config``
 replaces the config and resets counters, ``GET /admin/stats`` returns them.
@@ -41,15 +43,19 @@ class ServerConfig:
     drop_rate: float = 0.0  # connection closed without an answer, mid-request
     hang_rate: float = 0.0  # answer only after hang_seconds
     hang_seconds: float = 30.0
-    # what the first requests get, in order of arrival: 200 normal, HANG, DROP, or an error status
+    body_delay: float = 0.0  # seconds between the response headers and the body (a slow transfer, not a slow server)
+    # what the first requests get, in order of arrival: 200 normal, HANG, DROP, HTML, NO_CHOICES, NULL_CONTENT, or an
+    # error status
     script: list[int] = field(default_factory=list)
     fail_keys: list[str] = field(default_factory=list)  # requests for these ledger keys (16-char prefix) get 500
+    html_keys: list[str] = field(default_factory=list)  # requests for these keys always get a 200 HTML page
     api_key: str | None = None  # when set, any other bearer token gets 401
     models: list[str] | None = None  # when set, other models get 404
     seed: int = 0
 
 
-HANG, DROP = 1, 2
+HANG, DROP, HTML, NO_CHOICES, NULL_CONTENT = 1, 2, 3, 4, 5
+MALFORMED = (HTML, NO_CHOICES, NULL_CONTENT)
 
 
 class _Bucket:
@@ -111,10 +117,15 @@ class FakeOpenAI:
         scripted = cfg.script[self.total - 1] if self.total <= len(cfg.script) else 200
         if set(keys) & set(cfg.fail_keys):
             scripted = 500
+        if set(keys) & set(cfg.html_keys):
+            scripted = HTML
         if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
             scripted = 401
         if cfg.models is not None and body.get("model") not in cfg.models:
             scripted = 404
+        if scripted in MALFORMED:
+            self.status[f"malformed-{scripted}"] += 1
+            return _malformed(scripted, body)
         if scripted not in (200, HANG, DROP):
             return self._error(scripted, request)
         n = int(body.get("n") or 1)
@@ -147,6 +158,8 @@ class FakeOpenAI:
                 latency = cfg.hang_seconds
             await asyncio.sleep(latency)
             self.status[200] += 1
+            if cfg.body_delay > 0:
+                return await _slow_body(request, _completion(body, lengths, prompt_tokens), headers, cfg.body_delay)
             return web.json_response(_completion(body, lengths, prompt_tokens), headers=headers)
         finally:
             self.in_flight -= 1
@@ -210,6 +223,31 @@ class FakeOpenAI:
         app.router.add_post("/admin/config", self.admin_config)
         app.router.add_get("/admin/stats", self.admin_stats)
         return app
+
+
+def _malformed(kind: int, body: dict[str, Any]) -> web.Response:
+    """A 200 that is no usable answer: a proxy's HTML page, no choices, or a choice without content."""
+    if kind == HTML:
+        return web.Response(text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html")
+    data = _completion(body, [20], 10)
+    if kind == NO_CHOICES:
+        data["choices"] = []
+    else:
+        data["choices"][0]["message"]["content"] = None
+    return web.json_response(data)
+
+
+async def _slow_body(request: web.Request, data: dict[str, Any], headers: dict[str, str], delay: float) -> web.StreamResponse:
+    """Headers now, the body ``delay`` seconds later: the answer has started arriving and is merely slow."""
+    payload = json.dumps(data).encode()
+    resp = web.StreamResponse(headers={**headers, "content-type": "application/json"})
+    resp.content_length = len(payload)
+    await resp.prepare(request)
+    await resp.write(payload[:1])  # aiohttp may hold the headers back until the first body bytes
+    await asyncio.sleep(delay)
+    await resp.write(payload[1:])
+    await resp.write_eof()
+    return resp
 
 
 def _forced(cfg: ServerConfig, fault: int) -> ServerConfig:

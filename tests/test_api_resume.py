@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai_server import ServerConfig, ServerThread
 from mathforge.cli.main import app
+from mathforge.errors import ConfigError
 from mathforge.generate import GenerateConfig, GenerateStage, plan_requests
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.recipe import load_recipe
@@ -163,3 +164,32 @@ def test_teachers_run_at_once_each_under_its_own_limit(server, tmp_path):
     assert slow["done"] == fast["done"] == 30 and fake.total == 60 and fake.status.get(429, 0) == 0
     # 30 requests at 10/s (after a 5-request burst) take ~2.5 s; at 40/s under 1 s: both ran, each at its own pace
     assert slow["ex_per_min"] < 900 < fast["ex_per_min"]
+
+
+def test_twin_teachers_are_refused_before_anything_is_sent(server, tmp_path):
+    fake = server.configure(ServerConfig(base_latency=0.02, per_token=0.0, min_completion=10, max_completion=20))
+    twin = {"backend": "openai", "model": "fake", "base_url": server.url, "api_key_env": "RESUME_TEST_KEY"}
+    recipe = {"name": "twins", "teachers": {"a": twin, "b": dict(twin, rpm=600)},
+              "stages": [{"generate": {"k": 2, "max_tokens": 32}}]}
+    (tmp_path / "twins.yaml").write_text(json.dumps(recipe))
+    parsed = load_recipe(str(tmp_path / "twins.yaml"))
+    ctx = RunContext(tmp_path / "run", teachers=parsed.teachers)
+    ctx.write_problems("problems", [Problem("p0", "What is 1 + 2?", "3")])
+    try:
+        with pytest.raises(ConfigError, match="teachers 'a' and 'b' are the same model 'fake' at .*identical samples"):
+            GenerateStage().run(ctx, GenerateConfig(k=2, max_tokens=32))
+    finally:
+        ctx.close()
+    assert fake.total == 0
+
+
+def test_summary_counts_every_http_call(server, tmp_path):
+    fake = server.configure(ServerConfig(base_latency=0.02, per_token=0.0, min_completion=10, max_completion=20,
+                                         script=[500, 502]))
+    recipe = write_recipe(tmp_path, server.url, 6, max_concurrency=1)
+    res = CliRunner().invoke(app, ["run", str(recipe), "-o", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["requests_sent"] == 6 and summary["api_calls"] == 8 == fake.total
+    assert summary["api_calls_abandoned"] == 0
+    assert summary["stages"]["generate"]["teachers"]["fake"]["calls_per_answer"] == round(8 / 6, 4)

@@ -14,7 +14,7 @@ from fake_batch_server import BatchServerConfig, BatchServerThread
 from mathforge.backends import parse_teacher
 from mathforge.engine.batch import BatchesInFlight
 from mathforge.engine.cost import read_costs
-from mathforge.generate import GenerateConfig, GenerateStage, plan_requests, retry_failed_requests
+from mathforge.generate import GenerateConfig, GenerateStage, retry_failed_requests
 from mathforge.pipeline.context import RunContext
 from mathforge.records import Problem
 from mathforge.store.batches import BatchStore
@@ -153,7 +153,10 @@ def test_budget_cap_refuses_a_batch_that_could_pass_it(server, tmp_path):
     costs = read_costs(tmp_path / "run" / "ledger.sqlite", {"t": ctx.teachers["t"]})["t"]
     assert costs.spent <= 0.002 and costs.pending == 20 - sent and costs.pending_cost > 0
     assert costs.batch_factor == 0.5 and costs.answered_in_batch == sent
-    assert "budget" in (m["teachers"]["t"]["stopped"] or "")
+    assert "budget $0.0020 reached" in (m["teachers"]["t"]["stopped"] or "")
+    # the live line: spend, in flight, projection (pending at the mean completion so far) and the cap
+    line = ctx.backend("t").runner(ctx.ledger).line()
+    assert f"spent ${costs.spent:.4f}" in line and f"projected ${costs.projected_total:.4f} of budget $0.0020" in line
     ctx.close()
 
 
@@ -208,8 +211,8 @@ def test_status_command_collects_batches_a_run_left_in_flight(server, tmp_path):
     with pytest.raises(BatchesInFlight):
         run(ctx)
     ctx.close()
-    (tmp_path / "run" / "recipe.yaml").write_text(json.dumps({
-        "name": "b", "teachers": {"t": teacher(server.url)}, "stages": []}))
+    (tmp_path / "run" / "recipe.yaml").write_text(json.dumps({  # as the run wrote it: max_wait 0
+        "name": "b", "teachers": {"t": teacher(server.url, max_wait=0)}, "stages": []}))
     first = CliRunner().invoke(app, ["status", str(tmp_path / "run"), "--no-collect"])
     assert first.exit_code == 75 and "submitted" in first.output
     res = CliRunner().invoke(app, ["status", str(tmp_path / "run"), "--wait"])
@@ -218,3 +221,41 @@ def test_status_command_collects_batches_a_run_left_in_flight(server, tmp_path):
     with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
         assert ledger.counts() == {"ok": 6}
     assert server.call(api.stats)["submissions"] == 6
+
+
+def test_report_shows_batch_prices_spend_and_projection(server, tmp_path):
+    from mathforge.report.build import build_report
+
+    server.configure(BatchServerConfig())
+    ctx = context(tmp_path, server.url, 6)
+    run(ctx)
+    ctx.close()
+    t = teacher(server.url) | {"budget": 5.0}
+    (tmp_path / "run" / "recipe.yaml").write_text(json.dumps({"name": "b", "teachers": {"t": t}, "stages": []}))
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:  # two more planned but never sent
+        ledger.register([("k-a", "t", "fake-batch", {"messages": [{"role": "user", "content": "x" * 400}],
+                                                     "params": {"max_tokens": 32}}),
+                         ("k-b", "t", "fake-batch", {"messages": [{"role": "user", "content": "y" * 400}],
+                                                     "params": {"max_tokens": 32}})])
+    metrics = build_report([tmp_path / "run"], tmp_path / "report")
+    u = metrics["runs"][0]["usage"]["t"]
+    assert u["mode"] == "batch" and u["in_batch"] == 6 and u["pending"] == 2 and u["budget"] == 5.0
+    assert u["cost"] == pytest.approx((u["tokens_in"] * 2.0 + u["tokens_out"] * 8.0) / 1e6 * 0.5)
+    # pending: 2 × (400/4 + 8 in at $2, 24 out (the mean so far) at $8) at half price
+    assert u["projected"] == pytest.approx(u["cost"] + 2 * (108 * 2.0 + 24 * 8.0) / 1e6 * 0.5)
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="cost"' in html and "×0.5" in html and "$2 / $8" in html
+
+
+def test_a_request_over_the_byte_limit_fails_alone(server, tmp_path):
+    api = server.configure(BatchServerConfig())
+    t = parse_teacher("t", teacher(server.url, max_bytes=2_000), "test")
+    ctx = RunContext(tmp_path / "run", teachers={"t": t})
+    ctx.write_problems("load", [Problem(id="long", question="Why? " * 500, answer="1"),
+                                Problem(id="short", question="What is 1 + 1?", answer="2")])
+    m = run(ctx)
+    assert m["samples"] == 1 and statuses(ctx) == {"ok": 1, "failed": 1}
+    (bad,) = ctx.ledger.rows(status="failed")
+    assert "over the batch file limit max_bytes=2000" in bad.error and bad.attempts == 0
+    assert server.call(api.stats)["submissions"] == 1
+    ctx.close()

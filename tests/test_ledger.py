@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from mathforge.store import Ledger, request_key
+from mathforge.store.ledger import SCHEMA
 
 MSG = [{"role": "user", "content": "What is 2+2?"}]
 P = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 64, "seed": 0, "stop": None}
@@ -66,3 +67,25 @@ def test_threads_share_one_ledger(tmp_path):
     [t.join() for t in threads]
     assert led.counts() == {"ok": 400}
     led.close()
+
+
+def test_ledger_from_before_the_abandoned_column_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old_schema = SCHEMA.replace("    abandoned INTEGER NOT NULL DEFAULT 0,\n", "")
+    assert "abandoned" not in old_schema
+    con = sqlite3.connect(path)
+    con.executescript(old_schema)
+    con.execute("INSERT INTO requests (key, teacher, model, request, status, attempts, text, created, updated) "
+                "VALUES ('k1', 't', 'm', '{}', 'ok', 3, 'paid for', 0, 0)")
+    con.commit()
+    con.close()
+    with Ledger(path) as ledger:
+        row = ledger.get("k1")
+        assert row.status == "ok" and row.text == "paid for" and row.attempts == 3  # nothing lost, nothing re-paid
+        assert ledger.calls() == {"t": {"calls": 3, "abandoned": 0, "answers": 1}}
+        ledger.record_failure("k1", "abandoned: a re-send was answered first", final=False, abandoned=1)
+        row = ledger.get("k1")
+        assert row.status == "ok" and row.error is None and row.attempts == 4  # the extra call is counted
+        assert ledger.calls()["t"]["abandoned"] == 1

@@ -77,6 +77,7 @@ def test_report_html_plots_markdown_and_metrics(run, tmp_path):
     assert funnel["exported"] == funnel["curated"] <= funnel["verified"]
     usage = metrics["runs"][0]["usage"]["api"]
     assert usage["requests"] == 9 + 3 * 4  # generate + eval (greedy + 3 samples per problem)
+    assert usage["calls"] == 21 and usage["abandoned"] == 0 and usage["calls_per_answer"] == 1.0  # each paid once
     assert usage["cost"] == pytest.approx((usage["tokens_in"] * 1.0 + usage["tokens_out"] * 2.0) / 1e6)
 
     md = (out / "summary.md").read_text().splitlines()
@@ -85,6 +86,7 @@ def test_report_html_plots_markdown_and_metrics(run, tmp_path):
     table = [line for line in md if line.startswith("| api | gsm8k | 3 |")]
     assert len(table) == 1 and table[0].endswith("| base |")
     assert "![accuracy](accuracy.png)" in md
+    assert "| teacher | requests | calls | abandoned | calls per kept answer |" in "\n".join(md)
 
 
 def test_report_cli_compares_two_runs(run, tmp_path):

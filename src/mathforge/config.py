@@ -13,18 +13,37 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from mathforge.errors import ConfigError
+from mathforge.masking import ENV_NAME, MASK, mask_config, mask_text, secret_field
 
 M = TypeVar("M", bound=BaseModel)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are rejected, fields are validated on assignment."""
+    """Base of every config model: unknown keys are rejected, fields are validated on assignment.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    A field named ``*_env`` holds the name of an environment variable (``api_key_env: OPENAI_API_KEY``); anything
+    else there is refused without being echoed, since it is usually the key itself. pydantic's own messages never
+    show the input (``hide_input_in_errors``); ``validate`` shows it masked.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), hide_input_in_errors=True
+    )
+
+    @field_validator("*")
+    @classmethod
+    def _env_names(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name and info.field_name.endswith("_env") and isinstance(value, str) and value:
+            if not ENV_NAME.fullmatch(value):
+                raise ValueError(
+                    "must be the NAME of an environment variable that holds the secret (letters, digits, _), "
+                    "not the secret itself: export it (e.g. `export OPENAI_API_KEY=...`) and write the name here"
+                )
+        return value
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -72,8 +91,16 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], where:
             lines.append(f"{where}: {path}: required key is missing")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {path}: {msg} (got {err.get('input')!r})")
-    return "\n".join(lines)
+            lines.append(f"{where}: {path}: {msg} (got {_shown_input(loc, err.get('input'))})")
+    return mask_text("\n".join(lines))
+
+
+def _shown_input(loc: tuple, value: Any) -> str:
+    """The rejected value as an error may show it: never a credential, nor what was typed into a ``*_env`` field."""
+    name = str(loc[-1]) if loc else ""
+    if isinstance(value, str) and (secret_field(name) or name.lower().endswith("_env")):
+        return MASK
+    return repr(mask_config(value))
 
 
 def _loc_str(loc: tuple) -> str:
@@ -152,24 +179,19 @@ class Secrets:
         return obj
 
     def mask(self, obj: Any) -> Any:
-        """Put ``${VAR}`` back wherever a substituted secret value appears, and hide api-key-like fields."""
+        """Put ``${VAR}`` back wherever a substituted secret value appears, then mask anything key-shaped."""
+        return mask_config(self._restore(obj))
+
+    def _restore(self, obj: Any) -> Any:
         if isinstance(obj, dict):
-            return {
-                k: ("***" if _secret_field(k) and isinstance(v, str) and v else self.mask(v)) for k, v in obj.items()
-            }
+            return {k: self._restore(v) for k, v in obj.items()}
         if isinstance(obj, list):
-            return [self.mask(v) for v in obj]
+            return [self._restore(v) for v in obj]
         if isinstance(obj, str):
             for var, value in self.values.items():
                 if value:
                     obj = obj.replace(value, "${" + var + "}")
-            return obj
         return obj
-
-
-def _secret_field(name: str) -> bool:
-    n = name.lower()
-    return n in {"api_key", "token", "password", "secret", "hf_token"} or n.endswith("_api_key")
 
 
 def dump_yaml(data: Any) -> str:

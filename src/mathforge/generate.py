@@ -56,9 +56,11 @@ def plan_requests(ctx: Any, problems: Sequence[Problem], cfg: GenerateConfig) ->
         raise ConfigError("generate: the recipe defines no teachers")
     seed = cfg.seed if cfg.seed is not None else ctx.seed
     params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_tokens, seed, tuple(cfg.stop) if cfg.stop else None)
+    identities = {t: ctx.backend(t).identity() for t in teachers}
+    _refuse_twins(identities)
     planned = []
     for t in teachers:
-        model, endpoint = ctx.backend(t).identity()
+        model, endpoint = identities[t]
         for p in problems:
             prompt_key = cfg.prompt or p.meta.get("prompt") or "cot"
             messages = build_messages(get_prompt(prompt_key), p, cfg.system_prompt)
@@ -66,6 +68,23 @@ def plan_requests(ctx: Any, problems: Sequence[Problem], cfg: GenerateConfig) ->
                 key = request_key(model=model, endpoint=endpoint, messages=messages, params=params.as_dict(), sample_index=i)
                 planned.append(Planned(p, t, model, prompt_key, GenRequest(key, messages, params, i, {"problem_id": p.id})))
     return planned
+
+
+def _refuse_twins(identities: dict[str, tuple[str, str]]) -> None:
+    """Two teachers of one model at one endpoint would send identical requests and get one set of answers.
+
+    The ledger key deliberately leaves the teacher's name out (renaming a teacher must not re-pay its answers), so
+    such twins would share every response: refuse them rather than export duplicate samples under two names.
+    """
+    seen: dict[tuple[str, str], str] = {}
+    for name, ident in identities.items():
+        if ident in seen:
+            raise ConfigError(
+                f"generate: teachers '{seen[ident]}' and '{name}' are the same model '{ident[0]}' at {ident[1]}: "
+                "they would send identical requests and get identical samples. Use one of them with a larger k "
+                "for more samples"
+            )
+        seen[ident] = name
 
 
 class LedgerSink:
@@ -90,8 +109,8 @@ class LedgerSink:
             if self.progress is not None:
                 self.progress.update(self.task, advance=len(items), tokens=self.tokens_out, extra=self.stats.line())
 
-    def fail(self, request: GenRequest, error: str, *, final: bool) -> None:
-        self.ledger.record_failure(request.key, error, final=final)
+    def fail(self, request: GenRequest, error: str, *, final: bool, abandoned: bool = False) -> None:
+        self.ledger.record_failure(request.key, error, final=final, abandoned=int(abandoned))
         if final:
             with self._lock:
                 self.failed += 1
@@ -168,6 +187,9 @@ def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False)
         "gen_seconds": round(seconds, 3),
         "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None,
         "failed": sum(s.failed for s in sinks.values()),
+        # every HTTP attempt that may be billed (remote teachers), not only the answers kept
+        "api_calls": sum(s.stats.api_calls for s in sinks.values()),
+        "abandoned_calls": sum(s.stats.abandoned for s in sinks.values()),
         "teachers": {t: s.stats.as_dict() for t, s in sinks.items()},
     }
 

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mathforge.masking import mask_config
+
 
 def build_summary(ctx: Any, wall: float, started: float | None = None) -> dict[str, Any]:
     m = ctx.metrics
@@ -36,6 +38,9 @@ def build_summary(ctx: Any, wall: float, started: float | None = None) -> dict[s
         # every stage's model requests (generate, refine, synthesize, eval) answered during this run
         "requests_sent": ctx.ledger.answered_since(started) if started is not None else sum(g.get("sent", 0) for g in gen),
         "requests_cached": sum(g.get("cached", 0) for g in gen),
+        # HTTP attempts to API teachers in every stage (each may be billed): answered, failed and abandoned alike
+        "api_calls": sum(v.get("api_calls", 0) for v in m.values() if isinstance(v, dict)),
+        "api_calls_abandoned": sum(v.get("abandoned_calls", 0) for v in m.values() if isinstance(v, dict)),
         "tokens_per_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
         "wall_seconds": round(wall, 2),
         "stages": m,
@@ -43,7 +48,8 @@ def build_summary(ctx: Any, wall: float, started: float | None = None) -> dict[s
 
 
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
-    Path(run_dir, "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    text = json.dumps(mask_config(summary), indent=2, default=str)  # stage metrics may quote an error message
+    Path(run_dir, "summary.json").write_text(text, encoding="utf-8")
 
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
@@ -57,7 +63,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         "wall_seconds": lambda v: f"{v:,.1f} s",
     }
     for key in ("problems", "samples", "accepted", "yield", "tokens_in", "tokens_out", "requests_sent",
-                "requests_cached", "tokens_per_s", "wall_seconds"):
+                "requests_cached", "api_calls", "api_calls_abandoned", "tokens_per_s", "wall_seconds"):
         v = summary.get(key)
         t.add_row(key.replace("_", " "), "-" if v is None else fmt.get(key, lambda x: f"{x:,}")(v))
     console.print(t)

@@ -59,7 +59,8 @@ class ResultSink(Protocol):
 
     def ok_many(self, items: Sequence[tuple[GenRequest, Completion]]) -> None: ...
 
-    def fail(self, request: GenRequest, error: str, *, final: bool) -> None: ...
+    def fail(self, request: GenRequest, error: str, *, final: bool, abandoned: bool = False) -> None:
+        """A failed attempt (``abandoned``: cut short by the engine; it may still be billed)."""
 
 
 class BackendConfig(StrictModel):

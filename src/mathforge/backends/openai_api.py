@@ -1,15 +1,17 @@
 """OpenAI-compatible chat teachers (OpenAI, DeepSeek, Gemini's OpenAI endpoint, vLLM / SGLang / Ollama servers).
 
-The ``openai`` SDK's async client does the HTTP (over aiohttp, with its own retries off); the engine in
-``mathforge.engine`` owns rate limits, concurrency, retries, timeouts and the budget. The API key is read from the
-environment variable the config names, at send time only: it is never part of the config, the ledger or an error.
+The ``openai`` SDK's async client does the HTTP, over aiohttp (the ``openai[aiohttp]`` core dependency: at hundreds
+of requests in flight httpx spends 20-30% more client CPU and runs out of it first), with its own retries off; the
+engine in ``mathforge.engine`` owns rate limits, concurrency, retries, timeouts and the budget. The API key is read
+from the environment variable the config names, at send time only: it is never part of the config, the ledger or an
+error. A response hook tells the engine when each answer's headers arrive (see ``engine/attempts.py``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import time
 from typing import Any, Literal, Sequence
 
 from pydantic import Field
@@ -17,9 +19,14 @@ from pydantic import Field
 from mathforge.backends.base import Backend, BackendConfig, Completion, GenRequest, ResultSink
 from mathforge.engine.batch import BatchOptions
 from mathforge.engine import ApiError, Engine, EngineConfig, Job, Pricing, Reply, TeacherStats, make_jobs, sample_seed
+from mathforge.engine.attempts import response_started
 from mathforge.engine.retry import redact, retry_after
 from mathforge.engine.runner import run_sync
 from mathforge.errors import BackendError
+
+log = logging.getLogger(__name__)
+_CLIENT_NOTED: set[str] = set()
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection: an unreachable host is reported quickly, not after `timeout`
 
 
 class OpenAIConfig(BackendConfig):
@@ -31,11 +38,18 @@ class OpenAIConfig(BackendConfig):
     )
     rpm: int | None = Field(None, gt=0, description="requests per minute granted (default: learned from headers)")
     tpm: int | None = Field(None, gt=0, description="tokens per minute granted (default: learned from headers)")
-    max_concurrency: int = Field(128, ge=1, description="hard cap on requests in flight")
+    max_concurrency: int = Field(
+        1024, ge=1, description="safety cap on requests in flight; below it the limit adapts to the server's capacity"
+    )
     initial_concurrency: int | None = Field(
-        None, ge=1, description="requests in flight at the start, grown while they succeed (default: the cap)"
+        64, ge=1, description="requests in flight at the start (no rate limit known), doubled per round trip while "
+        "latency and error rate hold"
     )
     timeout: float = Field(600.0, gt=0, description="ceiling in seconds of the per-request timeout learned from latency")
+    resend_share: float = Field(
+        0.01, ge=0, le=1, description="most early re-sends of overdue requests, as a share of the run's calls "
+        "(made only when the run waits on nothing else; 0 turns them off)"
+    )
     max_attempts: int = Field(6, ge=1, description="attempts per request before it is recorded as failed")
     price_input_per_m: float = Field(0.0, ge=0, description="USD per million input tokens")
     price_output_per_m: float = Field(0.0, ge=0, description="USD per million output tokens")
@@ -53,6 +67,7 @@ class OpenAIConfig(BackendConfig):
         return EngineConfig(
             rpm=self.rpm, tpm=self.tpm, max_concurrency=self.max_concurrency,
             initial_concurrency=self.initial_concurrency, timeout=self.timeout, max_attempts=self.max_attempts,
+            resend_share=self.resend_share,
             pricing=Pricing(self.price_input_per_m, self.price_output_per_m), budget=self.budget,
         )
 
@@ -108,6 +123,7 @@ class OpenAIBackend(Backend):
 
     async def _run(self, jobs: list[Job], sink: ResultSink, stats: TeacherStats) -> None:
         self._client = self._make_client()
+        stats.http_client = self.http_client
         engine = Engine(self.name, self.config.engine_config(), self._send, sink, stats=stats,
                         endpoint=self.config.base_url)
         try:
@@ -120,15 +136,25 @@ class OpenAIBackend(Backend):
         import httpx2
         import openai
 
-        limits = httpx2.Limits(max_connections=self.config.max_concurrency + 16,
-                               max_keepalive_connections=self.config.max_concurrency + 16)
+        # Overdue attempts keep their connection while giving their slot back: room for twice the cap.
+        conns = 2 * self.config.max_concurrency + 16
+        limits = httpx2.Limits(max_connections=conns, max_keepalive_connections=conns)
+        hooks = {"response": [_on_response]}
         try:
-            http_client = openai.DefaultAioHttpClient(limits=limits)
-        except RuntimeError:  # the SDK without its aiohttp extra: httpx, slower with many connections
-            http_client = openai.DefaultAsyncHttpxClient(limits=limits)
+            http_client = openai.DefaultAioHttpClient(limits=limits, event_hooks=hooks)
+            kind = "aiohttp"
+        except RuntimeError:  # aiohttp missing (it is a core dependency): httpx works, with more CPU per request
+            http_client = openai.DefaultAsyncHttpxClient(limits=limits, event_hooks=hooks)
+            kind = "httpx"
+        if kind not in _CLIENT_NOTED:
+            _CLIENT_NOTED.add(kind)
+            if kind == "httpx":
+                log.warning("aiohttp is not installed: the API client uses httpx, which needs 20-30%% more CPU per "
+                            "request and limits throughput at high concurrency (pip install 'openai[aiohttp]')")
+        self.http_client = kind
         return openai.AsyncOpenAI(
-            base_url=self.config.base_url, api_key=self._key, max_retries=0,
-            timeout=self.config.timeout + 5.0, http_client=http_client,
+            base_url=self.config.base_url, api_key=self._key, max_retries=0, http_client=http_client,
+            timeout=httpx2.Timeout(self.config.timeout + 5.0, connect=min(CONNECT_TIMEOUT, self.config.timeout)),
         )
 
     async def _send(self, job: Job) -> Reply:
@@ -138,7 +164,6 @@ class OpenAIBackend(Backend):
 
         body = chat_body(self.config, job.requests[0], job.n)
         headers = {"x-mathforge-keys": ",".join(r.key[:16] for r in job.requests)}
-        t0 = time.monotonic()
         try:
             # The SDK's documented raw path (``client.post`` with ``cast_to=httpx2.Response``): same auth, errors and
             # transport as ``chat.completions.create`` without its per-call typed transform of the body, which costs
@@ -151,12 +176,15 @@ class OpenAIBackend(Backend):
         except openai.APIConnectionError as exc:  # includes timeouts; the transport's mapping is coarse
             kind, detail = classify_connection_error(exc)
             raise ApiError(kind, redact(detail, [self._key])) from None
-        latency = time.monotonic() - t0
-        data = json.loads(raw.content)
-        return self._reply(job, data, raw.headers, latency)
+        return self._reply(job, _parse_body(raw.content, raw.headers.get("content-type")), raw.headers)
 
-    def _reply(self, job: Job, data: dict[str, Any], headers: Any, latency: float) -> Reply:
-        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+    def _reply(self, job: Job, data: dict[str, Any], headers: Any) -> Reply:
+        raw_choices = data.get("choices")
+        if not isinstance(raw_choices, list) or not raw_choices:
+            raise ApiError("malformed", f"HTTP 200 without choices ({_excerpt(data)})")
+        if not all(isinstance(c, dict) for c in raw_choices):
+            raise ApiError("malformed", "HTTP 200 with choices that are not objects")
+        choices = sorted(raw_choices, key=lambda c: c.get("index", 0))
         if len(choices) != job.n:
             raise BackendError(
                 f"teacher {self.name}: asked {self.config.base_url} for {job.n} samples in one call (n) and got "
@@ -165,11 +193,14 @@ class OpenAIBackend(Backend):
         usage = data.get("usage") or {}
         tokens_in = int(usage.get("prompt_tokens") or 0)
         tokens_out = int(usage.get("completion_tokens") or 0)
-        texts = [(c.get("message") or {}).get("content") or "" for c in choices]
+        texts = [(c.get("message") or {}).get("content") for c in choices]
+        if any(not isinstance(t, str) for t in texts):
+            reason = next((c.get("finish_reason") for c, t in zip(choices, texts) if not isinstance(t, str)), None)
+            raise ApiError("malformed", f"HTTP 200 with no message content (finish_reason {reason!r})")
         shares = _split(tokens_out, [len(t) for t in texts])
         meta = {k: data[k] for k in ("id", "model", "system_fingerprint") if data.get(k)}
         completions = [
-            Completion(text, c.get("finish_reason"), tokens_in, share, latency,
+            Completion(text, c.get("finish_reason"), tokens_in, share, None,
                        meta | {"usage": usage, "n": job.n, "choice": i})
             for i, (c, text, share) in enumerate(zip(choices, texts, shares))
         ]
@@ -188,6 +219,34 @@ class OpenAIBackend(Backend):
         return redact(msg, [self._key])
 
 
+async def _on_response(response: Any) -> None:
+    """httpx response hook: the headers are in, so the server has answered (runs in the sending task)."""
+    response_started()
+
+
+def _parse_body(content: bytes, content_type: str | None) -> dict[str, Any]:
+    """The JSON object of a 200; an HTML page, truncated JSON or a non-object is a malformed answer (retried)."""
+    try:
+        data = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError("malformed", f"HTTP 200 with a body that is not JSON ({content_type or 'no content-type'}: "
+                                    f"{content[:80]!r})") from None
+    if not isinstance(data, dict):
+        raise ApiError("malformed", f"HTTP 200 with a JSON {type(data).__name__} instead of an object")
+    return data
+
+
+def _excerpt(data: dict[str, Any]) -> str:
+    text = json.dumps(data)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+CONNECT_NAMES = {"ClientConnectorError", "ConnectionRefusedError", "gaierror", "ConnectError", "ConnectTimeout",
+                 "ConnectionTimeoutError", "ClientConnectorDNSError"}
+DROP_NAMES = {"ServerDisconnectedError", "ClientOSError", "ClientPayloadError", "RemoteProtocolError", "ReadError",
+              "ConnectionResetError"}
+
+
 def chat_body(config: OpenAIConfig, request: GenRequest, n: int = 1) -> dict[str, Any]:
     """The chat-completions body of a request (online calls and batch files send the same one)."""
     p = request.params
@@ -203,20 +262,28 @@ def chat_body(config: OpenAIConfig, request: GenRequest, n: int = 1) -> dict[str
 
 
 def classify_connection_error(exc: BaseException) -> tuple[str, str]:
-    """("connect" | "connection" | "timeout", detail) from the exception chain under an SDK connection error."""
+    """("connect" | "connection" | "timeout", detail) from the exception chain under an SDK connection error.
+
+    The detail is the deepest exception that says what happened on the network; asyncio noise further down the
+    chain (such as "no running event loop" from a transport closed during teardown) is not it.
+    """
     chain, x = [], exc
     while x is not None and len(chain) < 8:
         chain.append(x)
         x = x.__cause__ or x.__context__
-    root = chain[-1]
-    names = {type(e).__name__ for e in chain}
-    detail = f"{type(root).__name__}: {root}"
-    if names & {"ClientConnectorError", "ConnectionRefusedError", "gaierror", "ConnectError"}:
-        return "connect", detail
-    if names & {"ServerDisconnectedError", "ClientOSError", "ClientPayloadError", "RemoteProtocolError",
-                "ReadError", "ConnectionResetError"}:
-        return "connection", detail
-    return "timeout", detail
+    # The deepest known exception decides: the transport maps a server disconnect to httpx's ConnectTimeout.
+    for e in reversed(chain):
+        name = type(e).__name__
+        if name in CONNECT_NAMES:
+            return "connect", _describe(e)
+        if name in DROP_NAMES:
+            return "connection", _describe(e)
+    informative = [e for e in chain[1:] if not isinstance(e, RuntimeError)] or chain
+    return "timeout", _describe(informative[-1])
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _split(total: int, weights: list[int]) -> list[int]:

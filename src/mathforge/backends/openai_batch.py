@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from mathforge.backends.base import Backend, Completion, GenRequest, ResultSink
+from mathforge.backends.base import Completion, GenRequest, ResultSink
 from mathforge.backends.openai_api import OpenAIBackend, OpenAIConfig, chat_body
 from mathforge.engine.accounting import Pricing, TeacherStats
 from mathforge.engine.batch import TAG_KEY, BatchInfo, BatchRunner, Result, TransientError

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mathforge.errors import MathforgeError
+from mathforge.masking import mask_text
 
 app = typer.Typer(
     name="mathforge",
@@ -84,7 +85,7 @@ def main() -> None:
     except MathforgeError as exc:
         code = getattr(exc, "exit_code", 2)
         label = "[bold yellow]in flight:[/]" if code == 75 else "[bold red]error:[/]"  # 75: engine.batch.EXIT_IN_FLIGHT
-        Console(stderr=True).print(f"{label} {exc}", highlight=False)
+        Console(stderr=True).print(f"{label} {mask_text(str(exc))}", highlight=False)
         sys.exit(code)
 
 

@@ -21,6 +21,7 @@ def status(
     """Show a run's requests, batches and costs; collect provider batches that have ended (never re-submits)."""
     from mathforge.engine.batch import EXIT_IN_FLIGHT
     from mathforge.engine.batch_status import check_run
+    from mathforge.engine.cost import usd
 
     st = check_run(run_dir, collect=collect, wait=wait)
     console = Console()
@@ -35,13 +36,13 @@ def status(
             b.add_row(row.id, row.teacher, row.provider_id or "-", row.state, row.provider_status or "-", str(row.n),
                       dt.datetime.fromtimestamp(row.created).strftime("%Y-%m-%d %H:%M:%S"))
         console.print(b)
-    c = Table("teacher", "mode", "$/M in", "$/M out", "batch price", "answered", "spent", "in flight (worst)",
-              "pending (projected)", "budget", title="cost (USD)")
+    c = Table("teacher", "mode", "$/M in", "$/M out", "batch price", "answered", "spent", "in flight: projected (worst)",
+              "pending: projected", "budget", title="cost (USD)")
     for tc in st.costs.values():
         c.add_row(tc.teacher, tc.mode, f"{tc.price_input_per_m:g}", f"{tc.price_output_per_m:g}",
-                  f"×{tc.batch_factor:g}", f"{tc.answered:,}", f"{tc.spent:,.4f}",
-                  f"{tc.in_flight:,}: {tc.in_flight_cost:,.4f} (≤{tc.in_flight_worst:,.4f})",
-                  f"{tc.pending:,}: {tc.pending_cost:,.4f}", "-" if tc.budget is None else f"{tc.budget:,.2f}")
+                  f"×{tc.batch_factor:g}", f"{tc.answered:,}", usd(tc.spent),
+                  f"{tc.in_flight:,}: {usd(tc.in_flight_cost)} (≤{usd(tc.in_flight_worst)})",
+                  f"{tc.pending:,}: {usd(tc.pending_cost)}", "-" if tc.budget is None else usd(tc.budget))
     console.print(c)
     if st.collected:
         console.print(f"collected {st.collected:,} results; `mathforge run RECIPE -o {run_dir}` carries on from them")

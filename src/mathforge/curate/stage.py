@@ -30,6 +30,7 @@ from mathforge.curate.filters import FilterConfig, apply_filters, build_filters
 from mathforge.curate.ngrams import Tokens, tokenize
 from mathforge.curate.pool import read_samples, union
 from mathforge.curate.rft import RFTConfig, select_paths
+from mathforge.masking import mask_config
 from mathforge.pipeline.stages import Stage
 
 Rejects = list[tuple[dict[str, Any], str]]
@@ -260,7 +261,7 @@ class CurateStage(Stage):
         result = curate(rows, cfg, pooled=pooled)
         ctx.write_samples(out_name, result.kept)
         ctx.reject(self.stage_id, result.rejected)
-        report = {"stage": self.stage_id, "input": source, "config": cfg.model_dump(mode="json"), **result.report}
+        report = {"stage": self.stage_id, "input": source, "config": mask_config(cfg.model_dump(mode="json")), **result.report}
         report_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
         print_funnel(result.funnel, console)
         return {

@@ -30,8 +30,9 @@ from pydantic import Field
 from mathforge.backends.base import Completion, GenRequest
 from mathforge.config import StrictModel
 from mathforge.engine.accounting import Pricing, TeacherStats
+from mathforge.engine.cost import usd
 from mathforge.errors import MathforgeError
-from mathforge.store.batches import COLLECTED, PREPARED, SUBMITTED, UPLOADED, BatchRow, BatchStore
+from mathforge.store.batches import PREPARED, SUBMITTED, UPLOADED, BatchRow, BatchStore
 from mathforge.store.ledger import PENDING, Ledger
 
 EXIT_IN_FLIGHT = 75  # sysexits EX_TEMPFAIL: nothing is wrong, the answers are not back yet
@@ -112,6 +113,7 @@ class BatchRunner:
         self.on_progress = on_progress
         self.sleep = sleep
         self.dir = ledger.path.parent / "batches"
+        self._shown = 0.0
 
     # -- the whole job -------------------------------------------------------------------------------------------
     def run(self, requests: Sequence[GenRequest]) -> None:
@@ -199,17 +201,21 @@ class BatchRunner:
                 break
             keep += 1
         if keep < len(chunk):
-            self.stats.stopped = (f"budget ${self.budget:,.2f} reached (spent ${spent:,.2f}, in flight worst case "
-                                  f"${self.store.reserved(self.teacher):,.2f})")
+            self.stats.stopped = (f"budget {usd(self.budget)} reached (spent {usd(spent)}, in flight worst case "
+                                  f"{usd(self.store.reserved(self.teacher))})")
         return chunk[:keep], lines[:keep]
 
-    def spent(self) -> float:
-        """This teacher's spend in this run directory so far, from the ledger (online and batch answers)."""
-        from mathforge.engine.cost import spent
+    def costs(self) -> Any:
+        """This teacher's ``TeacherCost`` in this run directory, from the ledger (online and batch answers)."""
+        from mathforge.engine.cost import ledger_costs
 
         p = self.online_pricing
-        return spent(self.ledger, self.teacher, {"price_input_per_m": p.input_per_m, "price_output_per_m": p.output_per_m,
-                                                 "mode": "batch", "batch": {"price_factor": self.options.price_factor}})
+        return ledger_costs(self.ledger, self.teacher, {
+            "price_input_per_m": p.input_per_m, "price_output_per_m": p.output_per_m, "budget": self.budget,
+            "mode": "batch", "batch": {"price_factor": self.options.price_factor}})
+
+    def spent(self) -> float:
+        return self.costs().spent
 
     def _prepare(self, chunk: list[GenRequest], lines: list[bytes]) -> BatchRow:
         data = b"".join(lines)
@@ -304,6 +310,7 @@ class BatchRunner:
         s = self.stats
         s.done += n_ok
         s.failed += n_failed
+        s.api_calls += n_ok + len(failed)  # requests the provider ran (and may bill); a batch is not one call
         s.tokens_in += tin
         s.tokens_out += tout
         s.spend = self.pricing.cost(s.tokens_in, s.tokens_out)
@@ -328,18 +335,18 @@ class BatchRunner:
         open_ = self.store.open_batches(self.teacher)
         st = self.stats
         s = f"batches in flight {len(open_)} ({sum(b.n for b in open_)} req) failed {st.failed}"
-        if st.spend or st.prior_spend or open_:
-            s += f" spent ${st.spend + st.prior_spend:,.2f} + in flight ≤${sum(b.reserved for b in open_):,.2f}"
+        if self.online_pricing.input_per_m or self.online_pricing.output_per_m:
+            tc = self.costs()
+            s += (f" spent {usd(tc.spent)} in flight ≤{usd(tc.in_flight_worst)} projected {usd(tc.projected_total)}"
+                  + (f" of budget {usd(self.budget)}" if self.budget is not None else ""))
         return s + (f" [{st.stopped}]" if st.stopped else "")
 
     def _progress(self) -> None:
-        if self.on_progress is not None:
+        # The line reads the ledger: refresh it at most twice a second however many batches move.
+        if self.on_progress is not None and time.monotonic() - self._shown > 0.5:
+            self._shown = time.monotonic()
             self.on_progress(0, self.line())
 
 
-def open_batch_count(ledger: Ledger) -> int:
-    return len(BatchStore(ledger).open_batches())
-
-
 __all__ = ["BatchOptions", "BatchRunner", "BatchInfo", "BatchProvider", "BatchesInFlight", "TransientError",
-           "EXIT_IN_FLIGHT", "TAG_KEY", "COLLECTED"]
+           "EXIT_IN_FLIGHT", "TAG_KEY"]

@@ -59,6 +59,8 @@ def _collect(ledger: Ledger, store: BatchStore, teachers: dict[str, Any], wait: 
             raise ConfigError(f"teacher '{teacher}' has batches in flight but is configured online now; "
                               "set `mode: batch` again to collect them")
         runner = backend.runner(ledger)
+        if wait:  # --wait means until they end, whatever max_wait the recipe gives `mathforge run`
+            runner.options = runner.options.model_copy(update={"max_wait": None})
         try:
             runner.wait() if wait else runner.poll_once()
         finally:

@@ -1,8 +1,10 @@
 """How many requests may be in flight: an adjustable semaphore driven by AIMD under a hard cap.
 
-Grows while requests succeed (doubling per round trip in slow start, then one per round trip), halves on overload
-(a 429 when no rate limit is known to pace us) and shrinks by a fifth when the median latency of recent requests
-rises past twice the best median seen — the sign of a server queueing our requests.
+Grows while requests succeed and the limit is what holds us back (doubling per round trip in slow start, then one per
+round trip), halves on overload (a 429 when no rate limit is known to pace us), and shrinks by a fifth when the median
+latency of recent requests rises past twice the best median seen (the sign of a server queueing our requests) or when
+more than ``bad_share`` of recent attempts failed or went overdue. While more than half that share fails it does not
+grow. Isolated faults (a 5xx here, a hang there) change nothing: only a rising rate does.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections import deque
 class AdaptiveConcurrency:
     """An asyncio semaphore whose limit moves between ``floor`` and ``cap``."""
 
-    def __init__(self, cap: int, initial: int | None = None, floor: int = 1, window: int = 50, latency_factor: float = 2.0):
+    def __init__(self, cap: int, initial: int | None = None, floor: int = 1, window: int = 50, latency_factor: float = 2.0,
+                 bad_share: float = 0.1):
         self.cap = max(1, cap)
         self.floor = max(1, min(floor, self.cap))
         self.limit = float(min(self.cap, max(self.floor, initial or self.cap)))
@@ -28,6 +31,9 @@ class AdaptiveConcurrency:
         self.best_median: float | None = None
         self._last_decrease = 0.0
         self._waiters: deque[asyncio.Future] = deque()
+        self.bad_share = bad_share
+        self._outcomes: deque[bool] = deque(maxlen=max(100, window))  # True: a failed or overdue attempt
+        self._bad = 0
 
     async def acquire(self) -> None:
         if self.in_use < int(self.limit) and not self._waiters:
@@ -53,8 +59,21 @@ class AdaptiveConcurrency:
                 self.in_use += 1
                 fut.set_result(None)
 
+    def _outcome(self, bad: bool) -> float:
+        if len(self._outcomes) == self._outcomes.maxlen:
+            self._bad -= self._outcomes[0]
+        self._outcomes.append(bad)
+        self._bad += bad
+        return self._bad / len(self._outcomes)
+
+    def on_error(self) -> None:
+        """An attempt failed (5xx, dropped) or went overdue: shrink only when such outcomes become frequent."""
+        if self._outcome(True) > self.bad_share and len(self._outcomes) >= 20:
+            self._decrease(0.8)
+
     def on_success(self, latency: float) -> None:
         """One request answered: grow if the limit is what holds us back; back off if latency is rising."""
+        bad_rate = self._outcome(False)
         self._window.append(latency)
         self._seen += 1
         if self._seen % self._window.maxlen == 0:  # type: ignore[operator]
@@ -64,6 +83,8 @@ class AdaptiveConcurrency:
             elif median > self.latency_factor * self.best_median:
                 self._decrease(0.8)
                 return
+        if bad_rate > self.bad_share / 2:
+            return
         if (self._waiters or self.in_use >= int(self.limit) - 1) and self.limit < self.cap:
             self.limit = min(self.cap, self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
             self._wake()

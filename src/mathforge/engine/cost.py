@@ -44,6 +44,11 @@ class TeacherCost:
         return asdict(self) | {"projected_total": self.projected_total}
 
 
+def usd(x: float) -> str:
+    """Dollars with cents, or four decimals under a dollar (test runs and small batches cost fractions of a cent)."""
+    return f"${x:,.2f}" if abs(x) >= 1 else f"${x:.4f}"
+
+
 def pricing_of(config: Mapping[str, Any] | Any) -> tuple[Pricing, float, str, float | None]:
     """(online pricing, batch factor, mode, budget) of a teacher config (a model or its dumped dict)."""
     c = config if isinstance(config, Mapping) else config.model_dump()
@@ -59,7 +64,8 @@ def teacher_costs(conn: sqlite3.Connection, teachers: Mapping[str, Any]) -> dict
     in_batch = "batch_id IS NOT NULL" if "batch_id" in cols else "0"
     rows = conn.execute(
         f"SELECT teacher, status, {in_batch}, COUNT(*), COALESCE(SUM(tokens_in),0), COALESCE(SUM(tokens_out),0), "
-        "COALESCE(SUM(LENGTH(json_extract(request, '$.messages'))),0), "
+        "COALESCE(SUM((SELECT SUM(LENGTH(json_extract(m.value, '$.content'))) "
+        "FROM json_each(requests.request, '$.messages') AS m)),0), "
         "COALESCE(SUM(json_extract(request, '$.params.max_tokens')),0) FROM requests GROUP BY 1, 2, 3"
     ).fetchall()
     out: dict[str, TeacherCost] = {}
@@ -115,7 +121,7 @@ def read_costs(ledger_path: str | Path, teachers: Mapping[str, Any]) -> dict[str
         conn.close()
 
 
-def spent(ledger: Any, teacher: str, config: Any) -> float:
-    """What a teacher has spent in this run directory (for the budget cap), from a live ``Ledger``."""
+def ledger_costs(ledger: Any, teacher: str, config: Any) -> TeacherCost:
+    """One teacher's costs from a live ``Ledger`` (the budget cap and the progress line use it)."""
     with ledger.transaction() as conn:  # a consistent snapshot (the write lock is cheap and brief)
-        return teacher_costs(conn, {teacher: config})[teacher].spent
+        return teacher_costs(conn, {teacher: config})[teacher]

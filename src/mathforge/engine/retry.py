@@ -9,8 +9,10 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
+from mathforge.masking import mask_text
+
 # kind of failure, decided by the backend from the status code or the exception
-Kind = Literal["status", "timeout", "connect", "connection"]
+Kind = Literal["status", "timeout", "connect", "connection", "malformed"]
 Action = Literal["retry", "fail", "abort"]
 
 RETRYABLE_STATUS = {408, 409, 429}
@@ -27,6 +29,7 @@ class ApiError(Exception):
     status: int | None = None
     retry_after: float | None = None  # seconds, from Retry-After / retry-after-ms
     headers: Mapping[str, str] | None = None
+    abandoned: bool = False  # the engine cut the attempt short (it may still be billed)
 
     def __str__(self) -> str:
         return f"{self.status}: {self.message}" if self.status else f"{self.kind}: {self.message}"
@@ -98,12 +101,6 @@ def parse_duration(text: str | None) -> float | None:
     return sum(float(v) * scale[u] for v, u in parts)
 
 
-_KEYLIKE = re.compile(r"\b(sk-|gsk_|AIza)[-_A-Za-z0-9*]{6,}")
-
-
 def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     """Remove API keys (the real one, and anything shaped like a key, even partly masked) from an error message."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return _KEYLIKE.sub("***", text)
+    return mask_text(text, secrets)

@@ -21,6 +21,7 @@ from mathforge.evaluate.metrics import ProblemOutcome, breakdown, summarize
 from mathforge.evaluate.models import base_model, resolve_models
 from mathforge.errors import ConfigError
 from mathforge.generate import GenerateConfig, Planned, collect_samples, plan_requests, run_generation
+from mathforge.masking import mask_config
 from mathforge.pipeline.progress import console
 from mathforge.records import SAMPLE_SCHEMA, Problem
 from mathforge.store import write_table
@@ -122,8 +123,8 @@ def run_eval(ctx: Any, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
         "run_dir": str(ctx.run_dir),
         "created": time.time(),
         "base": base,
-        "models": {n: _model_info(ctx, n, c) for n, c in models.items()},
-        "config": cfg.model_dump(mode="json"),
+        "models": mask_config({n: _model_info(ctx, n, c) for n, c in models.items()}),
+        "config": mask_config(cfg.model_dump(mode="json")),
         "generation": gen,
         "results": results,
         "seconds": round(time.perf_counter() - t0, 3),

@@ -75,6 +75,13 @@ def resolve_recipe_path(spec: str) -> Path:
 def parse_recipe(data: Any, where: str = "<recipe>") -> Recipe:
     secrets = Secrets()
     data = secrets.substitute(data, where)
+    try:
+        return _parse(data, where, secrets)
+    except ConfigError as exc:  # an error may quote a value that came from ${VAR}: put the name back
+        raise ConfigError(str(secrets.mask(str(exc)))) from None
+
+
+def _parse(data: Any, where: str, secrets: Secrets) -> Recipe:
     header = validate(RecipeHeader, data, where)
     teachers = {name: parse_teacher(name, cfg, f"{where}: teachers.{name}") for name, cfg in header.teachers.items()}
     stages, seen = [], {}

@@ -15,7 +15,7 @@ from mathforge.generate import Planned, run_generation
 from mathforge.records import Problem
 from mathforge.store.ledger import OK, LedgerRow, request_key
 
-_SUMMED = ("requests", "cached", "sent", "failed", "new_tokens_out", "gen_seconds")
+_SUMMED = ("requests", "cached", "sent", "failed", "new_tokens_out", "gen_seconds", "api_calls", "abandoned_calls")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 
 from mathforge.evaluate.compare import comparison_rows, fmt_score, markdown_table, table_cells
+from mathforge.masking import mask_config
 from mathforge.report import plots
 from mathforge.report.data import RunData, read_run
 
@@ -89,11 +90,14 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "breakdowns": _breakdowns(sets),
         "plots": {name: f"{name}.png" for name, ok in drawn.items() if ok},
         "usage": [{"teacher": t, **{k: _fmt(k, v) for k, v in u.items()},
-                   "cost": "-" if u["cost"] is None else f"${u['cost']:.4f}"} for t, u in _keyed(data, "usage").items()],
+                   **{k: "-" if u.get(k) is None else f"${u[k]:,.4f}" for k in ("cost", "projected", "budget")}}
+                  for t, u in _keyed(data, "usage").items()],
+        "batch_costs": any("mode" in u for u in _keyed(data, "usage").values()),
         "funnel": [{"run": d.name, "steps": d.funnel} for d in data if d.funnel],
         "rejected": sorted(((f"{d.name}: {s}" if len(data) > 1 else s, reason, n)
                             for d in data for (s, reason), n in d.rejected.items()), key=lambda x: -x[2]),
     }
+    context = mask_config(context)  # the report quotes reject reasons, paths and names: never a key-shaped string
     env = _env()
     (out / "index.html").write_text(env.get_template("index.html.j2").render(**context), encoding="utf-8")
     (out / "summary.md").write_text(env.get_template("summary.md.j2").render(**context), encoding="utf-8")
@@ -105,5 +109,6 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "eval": [{k: v for k, v in r.items() if k != "folder"} for r in rows],
         "plots": sorted(context["plots"].values()),
     }
+    metrics = mask_config(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str), encoding="utf-8")
     return metrics

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mathforge.engine.accounting import Pricing
+from mathforge.engine.cost import read_costs
 from mathforge.evaluate.compare import find_results
 
 SAMPLE_COLUMNS = ["problem_id", "teacher", "tokens_out", "correct", "extracted", "normalized", "mode"]
@@ -76,21 +77,28 @@ def stage_funnel(run: Path, summary: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def ledger_usage(run: Path, prices: dict[str, Pricing]) -> tuple[dict[str, dict[str, Any]], dict[str, list]]:
-    """Per teacher: requests, tokens in/out, cost (when priced); and (finish time, tokens out) of each answer."""
+    """Per teacher: requests, failed, HTTP calls (and abandoned ones), calls per kept answer, tokens in/out, cost
+    (when priced); and (finish time, tokens out) of each answer."""
     path = run / "ledger.sqlite"
     if not path.exists():
         return {}, {}
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(requests)")}
+        abandoned = "abandoned" if "abandoned" in columns else "0"  # ledgers older than the column
         rows = conn.execute(
-            "SELECT teacher, status, COALESCE(tokens_in,0), COALESCE(tokens_out,0), updated FROM requests"
+            f"SELECT teacher, status, COALESCE(tokens_in,0), COALESCE(tokens_out,0), updated, attempts, {abandoned} "
+            "FROM requests"
         ).fetchall()
     finally:
         conn.close()
     usage: dict[str, dict[str, Any]] = {}
     points: dict[str, list[tuple[float, int]]] = {}
-    for teacher, status, tin, tout, updated in rows:
-        u = usage.setdefault(teacher, {"requests": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0, "cost": None})
+    for teacher, status, tin, tout, updated, attempts, cut in rows:
+        u = usage.setdefault(teacher, {"requests": 0, "failed": 0, "calls": 0, "abandoned": 0, "calls_per_answer": None,
+                                       "tokens_in": 0, "tokens_out": 0, "cost": None})
+        u["calls"] += attempts or 0
+        u["abandoned"] += cut or 0
         if status == "ok":
             u["requests"] += 1
             u["tokens_in"] += tin
@@ -99,13 +107,40 @@ def ledger_usage(run: Path, prices: dict[str, Pricing]) -> tuple[dict[str, dict[
         elif status == "failed":
             u["failed"] += 1
     for teacher, u in usage.items():
+        # every HTTP attempt (answered, failed, abandoned) per answer kept: 1.0 means each answer was paid once
+        u["calls_per_answer"] = round(u["calls"] / u["requests"], 3) if u["requests"] else None
         if teacher in prices:
             u["cost"] = prices[teacher].cost(u["tokens_in"], u["tokens_out"])
     return usage, points
 
 
+def add_costs(run: Path, usage: dict[str, dict[str, Any]], configs: dict[str, Any]) -> None:
+    """Per priced teacher: mode, prices, batch discount, spend (batch answers at the batch price), what is in flight
+    and pending with its projected cost, and the budget (``mathforge.engine.cost``)."""
+    priced = {t: c for t, c in configs.items() if t in usage and (
+        c.get("price_input_per_m") or c.get("price_output_per_m"))}
+    if not priced:
+        return
+    for teacher, tc in read_costs(run / "ledger.sqlite", priced).items():
+        if teacher not in priced:
+            continue
+        usage[teacher].update(
+            cost=tc.spent, mode=tc.mode, price=f"${tc.price_input_per_m:g} / ${tc.price_output_per_m:g}",
+            batch_price="-" if tc.mode != "batch" else f"×{tc.batch_factor:g}", in_batch=tc.answered_in_batch,
+            in_flight=tc.in_flight, pending=tc.pending, projected=tc.projected_total, budget=tc.budget)
+
+
 def teacher_prices(run: Path, evals: list[tuple[Path, dict[str, Any]]]) -> dict[str, Pricing]:
     """Prices per teacher from the recipe (and from eval configs that name backends with prices)."""
+    return {
+        name: Pricing(c.get("price_input_per_m", 0.0), c.get("price_output_per_m", 0.0))
+        for name, c in teacher_configs(run, evals).items()
+        if "price_input_per_m" in c or "price_output_per_m" in c
+    }
+
+
+def teacher_configs(run: Path, evals: list[tuple[Path, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Teacher configs as the recipe (and eval configs) wrote them."""
     configs: dict[str, Any] = {}
     recipe = run / "recipe.yaml"
     if recipe.exists():
@@ -114,11 +149,7 @@ def teacher_prices(run: Path, evals: list[tuple[Path, dict[str, Any]]]) -> dict[
         models = (doc.get("config") or {}).get("models")
         if isinstance(models, dict):
             configs.update(models)
-    return {
-        name: Pricing(c.get("price_input_per_m", 0.0), c.get("price_output_per_m", 0.0))
-        for name, c in configs.items()
-        if isinstance(c, dict) and ("price_input_per_m" in c or "price_output_per_m" in c)
-    }
+    return {name: c for name, c in configs.items() if isinstance(c, dict)}
 
 
 def rejected_counts(run: Path) -> dict[tuple[str, str], int]:
@@ -145,6 +176,7 @@ def read_run(run: str | Path) -> RunData:
     tables = _json(run / "state.json").get("tables", {})
     evals = find_results(run)
     usage, points = ledger_usage(run, teacher_prices(run, evals))
+    add_costs(run, usage, teacher_configs(run, evals))
     samples = _rows(sample_table(run, tables, evals), SAMPLE_COLUMNS)
     return RunData(
         path=run,

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from mathforge.store.ledger import FAILED, IN_BATCH, OK, PENDING, SUBMITTED, SUBMITTING, Ledger, canonical_json
+from mathforge.store.ledger import FAILED, PENDING, SUBMITTED, SUBMITTING, Ledger, canonical_json
 
 PREPARED, UPLOADED, COLLECTED = "prepared", "uploaded", "collected"
 
@@ -168,4 +168,4 @@ class BatchStore:
                                  (teacher, COLLECTED))[0][0]
 
 
-__all__ = ["BatchStore", "BatchRow", "PREPARED", "UPLOADED", "SUBMITTED", "COLLECTED", "IN_BATCH", "OK"]
+__all__ = ["BatchStore", "BatchRow", "PREPARED", "UPLOADED", "SUBMITTED", "COLLECTED"]

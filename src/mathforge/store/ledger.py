@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS requests (
     request TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
+    abandoned INTEGER NOT NULL DEFAULT 0,
     text TEXT,
     finish_reason TEXT,
     tokens_in INTEGER,
@@ -47,7 +48,11 @@ SUBMITTING, SUBMITTED = "submitting", "submitted"
 IN_BATCH = (SUBMITTING, SUBMITTED)
 
 # Columns added after the first release, with their types: ledgers written before them are migrated on open.
-_ADDED_COLUMNS = {"batch_id": "TEXT"}
+_ADDED_COLUMNS = {
+    "batch_id": "TEXT",
+    # HTTP attempts of the request that the engine cut short (``attempts`` counts every attempt, these included)
+    "abandoned": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 def canonical_json(obj: Any) -> str:
@@ -195,12 +200,15 @@ class Ledger:
             )
             self._conn.execute("COMMIT")
 
-    def record_failure(self, key: str, error: str, *, final: bool, attempts: int = 1) -> None:
-        """Note a failed attempt; ``final`` marks the request failed (re-sent only by ``mathforge retry``)."""
+    def record_failure(self, key: str, error: str, *, final: bool, attempts: int = 1, abandoned: int = 0) -> None:
+        """Note a failed (or ``abandoned``) attempt; ``final`` marks the request failed (re-sent only by ``mathforge
+        retry``). Attempts are counted even after the request was answered (a re-send's loser still costs a call)."""
         with self._lock:
             self._conn.execute(
-                "UPDATE requests SET status=?, error=?, attempts=attempts+?, updated=? WHERE key=? AND status!='ok'",
-                (FAILED if final else PENDING, error, attempts, time.time(), key),
+                "UPDATE requests SET status=CASE WHEN status='ok' THEN status ELSE ? END, "
+                "error=CASE WHEN status='ok' THEN error ELSE ? END, attempts=attempts+?, abandoned=abandoned+?, "
+                "updated=CASE WHEN status='ok' THEN updated ELSE ? END WHERE key=?",
+                (FAILED if final else PENDING, error, attempts, abandoned, time.time(), key),
             )
 
     def reset_failed(self, keys: Iterable[str] | None = None) -> int:
@@ -266,6 +274,15 @@ class Ledger:
             return self._conn.execute(
                 "SELECT COUNT(*) FROM requests WHERE status='ok' AND updated >= ?", (since,)
             ).fetchone()[0]
+
+    def calls(self) -> dict[str, dict[str, int]]:
+        """HTTP attempts per teacher over every request: all, abandoned, and the answers kept."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT teacher, COALESCE(SUM(attempts),0), COALESCE(SUM(abandoned),0), "
+                "COALESCE(SUM(status='ok'),0) FROM requests GROUP BY teacher"
+            ).fetchall()
+        return {t: {"calls": c, "abandoned": a, "answers": k} for t, c, a, k in rows}
 
     def usage(self) -> dict[str, dict[str, int]]:
         """Tokens and requests per teacher over answered requests."""

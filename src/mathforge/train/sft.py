@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mathforge.errors import ConfigError, require
+from mathforge.masking import mask_config
 from mathforge.train.config import TrainConfig
 from mathforge.train.data import fingerprint, load_splits, to_prompt_completion
 from mathforge.train.logs import LOG_FILE, LogHistoryWriter, write_json
@@ -82,7 +83,7 @@ def _train(cfg: TrainConfig, device: str, seed: int, callbacks: list[Any]) -> di
                 "train_rows": len(splits["train"]), "validation_rows": len(splits.get("validation", [])),
                 "model_label": source.label, "resumed_from": str(resume) if resume else None}
     if state.is_main_process:
-        write_json(out / "config.json", {"config": cfg.model_dump(mode="json"), "resolved": resolved})
+        write_json(out / "config.json", {"config": mask_config(cfg.model_dump(mode="json")), "resolved": resolved})
 
     trainer = _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed, callbacks)
     t0 = time.perf_counter()
