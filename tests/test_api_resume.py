@@ -124,7 +124,8 @@ def test_retry_command_resends_only_failed(server, tmp_path):
     recipe = write_recipe(tmp_path, server.url, 12, max_concurrency=1, max_attempts=1)
     runner = CliRunner()
     res = runner.invoke(app, ["run", str(recipe), "-o", str(tmp_path / "run")])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output  # failed requests: a distinct exit code, and what to do about it
+    assert "2 failed" in res.output and "mathforge retry" in res.output
     with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
         failed = {r.key for r in ledger.rows(status="failed")}
         assert len(failed) == 2 and ledger.counts()["ok"] == 10

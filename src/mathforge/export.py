@@ -26,7 +26,8 @@ from pydantic import Field
 
 from mathforge.config import StrictModel, dump_yaml
 from mathforge.errors import MathforgeError
-from mathforge.pipeline.stages import Stage
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
 from mathforge.store import write_table
 
 Style = Literal["chat", "completion"]
@@ -241,33 +242,55 @@ def push_to_hub(out: Path, repo: str, private: bool = True, token: str | None = 
     return str(url)
 
 
-def latest_curate_report(run_dir: Path) -> dict[str, Any] | None:
-    """The report of the curate stage run last in this run directory, if any."""
-    reports = sorted(run_dir.glob("curate*.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(reports[-1].read_text(encoding="utf-8")) if reports else None
+def curate_report(path: Path | None) -> dict[str, Any] | None:
+    """A curate stage's report (``curate.json``), or None."""
+    return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.exists() else None
+
+
+def latest_curate_report(folder: Path) -> dict[str, Any] | None:
+    """The newest curate report beside a samples file that is not part of a run's lineage."""
+    reports = sorted(folder.glob("curate*.json"), key=lambda p: p.stat().st_mtime)
+    return curate_report(reports[-1]) if reports else None
+
+
+def export_atomic(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, seed: int = 0,
+                  provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``export`` into a staging folder switched in whole: a kill never leaves a half-written ``out``."""
+    from mathforge.pipeline.io import DirWriter
+
+    staging = DirWriter(out)
+    try:
+        counts = export(samples, staging.path, cfg, seed, provenance)
+        staging.commit()
+    except BaseException:
+        staging.abort()
+        raise
+    return counts
 
 
 class ExportStage(Stage):
     name = "export"
     Config = ExportConfig
+    inputs = {"samples": Port("samples"), "curate_report": Port("curate-report", optional=True)}
+    outputs = {"export": Port("export", folder=True)}
     stage_id = "export"
 
-    def run(self, ctx: Any, cfg: ExportConfig) -> dict[str, Any]:
-        out = ctx.path(cfg.out_dir)
+    def run(self, ctx: RunContext, cfg: ExportConfig) -> dict[str, Any]:
+        out = ctx.output_dir("export", cfg.out_dir)
         recipe = ctx.path("recipe.yaml")
         provenance = {
             "name": ctx.run_dir.name,
             "seed": ctx.seed,
             "recipe": recipe.read_text(encoding="utf-8") if recipe.exists() else None,
-            "curate": latest_curate_report(ctx.run_dir),
+            "curate": curate_report(ctx.input_path("curate_report")),
         }
-        counts = export(ctx.samples(), out, cfg, seed=ctx.seed, provenance=provenance)
+        counts = export(ctx.input("samples").to_pylist(), out.path, cfg, seed=ctx.seed, provenance=provenance)
         metrics: dict[str, Any] = {
             "accepted": counts["train"]["rows"] + counts["validation"]["rows"],
             "train": counts["train"]["rows"],
             "validation": counts["validation"]["rows"],
-            "out_dir": str(out),
+            "out_dir": str(out.final),
         }
-        if cfg.push_to_hub:
-            metrics["hub_url"] = push_to_hub(out, cfg.push_to_hub, cfg.private)
+        if cfg.push_to_hub:  # the staging folder holds exactly the files about to be switched in
+            metrics["hub_url"] = push_to_hub(out.path, cfg.push_to_hub, cfg.private)
         return metrics

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from mathforge.masking import mask_config
 
+if TYPE_CHECKING:
+    from mathforge.pipeline.context import RunContext
 
-def build_summary(ctx: Any, wall: float, started: float | None = None) -> dict[str, Any]:
+
+def build_summary(ctx: "RunContext", wall: float, started: float | None = None) -> dict[str, Any]:
     m = ctx.metrics
     gen = [v for k, v in m.items() if k.startswith("generate")]
     problems = next((v["problems"] for k, v in m.items() if k.startswith("load")), None)

@@ -34,7 +34,7 @@ def export(
     """Export samples as SFT data: chat and prompt-completion, JSONL/Parquet/DatasetDict, train/validation, card."""
     from mathforge.config import validate
     from mathforge.curate.pool import read_samples
-    from mathforge.export import ExportConfig, ExportStage, export, latest_curate_report
+    from mathforge.export import ExportConfig, ExportStage, export_atomic, latest_curate_report
     from mathforge.export import push_to_hub as push
     from mathforge.pipeline.context import RunContext
 
@@ -57,7 +57,7 @@ def export(
     else:  # a samples file: the output folder is the export itself
         folder = out or source.with_name(f"{source.stem}-export")
         provenance = {"name": source.stem, "curate": latest_curate_report(source.parent)}
-        counts = export(read_samples(source), folder, cfg, seed=cfg.seed or 0, provenance=provenance)
+        counts = export_atomic(read_samples(source), folder, cfg, seed=cfg.seed or 0, provenance=provenance)
         metrics = {"train": counts["train"]["rows"], "validation": counts["validation"]["rows"], "out_dir": str(folder)}
         if cfg.push_to_hub:
             metrics["hub_url"] = push(folder, cfg.push_to_hub, cfg.private)

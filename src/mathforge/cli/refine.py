@@ -59,6 +59,7 @@ def refine(
     """Score samples on named criteria, rewrite weak ones with the critique, re-verify; prints the round table."""
     from mathforge.cli.curate import open_run
     from mathforge.config import load_yaml, read_text, validate
+    from mathforge.pipeline.runner import check_complete
     from mathforge.refine.stage import RefineConfig, RefineStage
 
     data: dict[str, Any] = (load_yaml(read_text(config), str(config)) or {}) if config else {}
@@ -81,6 +82,7 @@ def refine(
     print_rounds(metrics)
     typer.echo(f"{metrics['accepted']:,} of {metrics['samples']:,} samples correct after refinement "
                f"(was {metrics['accepted_before']:,}) -> {ctx.path('refine.parquet')}")
+    check_complete(ctx, "refine", metrics)  # failed judge/rewrite requests: exit code 3, with what to do
 
 
 def print_rounds(metrics: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ def synthesize(
     from mathforge.config import load_yaml, read_text, validate
     from mathforge.datasets import load
     from mathforge.pipeline.context import RunContext
+    from mathforge.pipeline.runner import check_complete
     from mathforge.synth.stage import SynthesizeConfig, SynthesizeStage
 
     data: dict[str, Any] = (load_yaml(read_text(config), str(config)) or {}) if config else {}
@@ -69,6 +70,7 @@ def synthesize(
     print_levels(metrics)
     typer.echo(f"{metrics['problems']:,} of {metrics['candidates']:,} new problems kept -> "
                f"{ctx.path('synthesize.parquet')} (rejects with reasons in rejected.parquet)")
+    check_complete(ctx, "synthesize", metrics)  # failed requests: exit code 3, with what to do
 
 
 def print_levels(metrics: dict[str, Any]) -> None:

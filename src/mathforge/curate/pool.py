@@ -16,11 +16,12 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
     """Sample rows of a run directory (its latest samples table), a Parquet file or a JSONL file."""
     p = Path(path)
     if p.is_dir():
-        state = p / "state.json"
-        table = json.loads(state.read_text()).get("tables", {}).get("samples") if state.exists() else None
-        if not table or not (p / table).exists():
-            raise ConfigError(f"{p}: not a run directory with a samples table (no state.json entry 'samples')")
-        return read_rows(p / table)
+        from mathforge.pipeline.state import RunState
+
+        ref = RunState(p).latest("samples")  # the run's final samples table in its lineage
+        if ref is None:
+            raise ConfigError(f"{p}: not a run directory with a samples table (state.json names none)")
+        return read_rows(p / ref.path)
     if not p.exists():
         raise ConfigError(f"{p}: no such samples file or run directory")
     if p.suffix == ".parquet":

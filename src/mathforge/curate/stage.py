@@ -31,7 +31,8 @@ from mathforge.curate.ngrams import Tokens, tokenize
 from mathforge.curate.pool import read_samples, union
 from mathforge.curate.rft import RFTConfig, select_paths
 from mathforge.masking import mask_config
-from mathforge.pipeline.stages import Stage
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
 
 Rejects = list[tuple[dict[str, Any], str]]
 
@@ -243,26 +244,22 @@ def print_funnel(funnel: Funnel, console: Console) -> None:
 class CurateStage(Stage):
     name = "curate"
     Config = CurateConfig
-    writes = "samples"
+    inputs = {"samples": Port("samples")}
+    outputs = {"samples": Port("samples"), "report": Port("curate-report", file="{id}.json")}
+    canonical_files = {"samples": "curated.parquet", "report": "curate.json"}
     stage_id = "curate"
 
-    def run(self, ctx: Any, cfg: CurateConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, cfg: CurateConfig) -> dict[str, Any]:
         from mathforge.pipeline.progress import console
-        from mathforge.store import read_rows
 
-        out_name = "curated" if self.stage_id == "curate" else self.stage_id
-        report_path = ctx.path(f"{self.stage_id}.json")
-        source = ctx.tables.get("samples")
-        if source == f"{out_name}.parquet" and report_path.exists():
-            # Run again over its own output: curate what it curated before instead, so reruns are idempotent.
-            source = json.loads(report_path.read_text(encoding="utf-8")).get("input") or source
-        rows = read_rows(ctx.path(source)) if source and ctx.path(source).exists() else ctx.samples()
+        source = ctx.input("samples")
         pooled = [(str(p), read_samples(p)) for p in cfg.pool]
-        result = curate(rows, cfg, pooled=pooled)
-        ctx.write_samples(out_name, result.kept)
+        result = curate(source.to_pylist(), cfg, pooled=pooled)
+        ctx.output("samples").write(result.kept)
         ctx.reject(self.stage_id, result.rejected)
-        report = {"stage": self.stage_id, "input": source, "config": mask_config(cfg.model_dump(mode="json")), **result.report}
-        report_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
+        report = {"stage": self.stage_id, "input": source.path.name, "input_stage": source.producer,
+                  "config": mask_config(cfg.model_dump(mode="json")), **result.report}
+        ctx.output_file("report").write_text(json.dumps(report, indent=1), encoding="utf-8")
         print_funnel(result.funnel, console)
         return {
             "samples_in": result.funnel.records_in,

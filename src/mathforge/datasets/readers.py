@@ -32,6 +32,9 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 # name -> (file under mathforge/data, split its rows come from)
 BUNDLED: dict[str, tuple[str, str]] = {
     "gsm8k-train-50": ("gsm8k_train_sample.jsonl", "train"),
+    "arith-train": ("arith_train.jsonl", "train"),  # mathforge.synth.family.write_family(seed=0)
+    "arith-test": ("arith_test.jsonl", "test"),
+    "svamp-100": ("svamp_sample.json", "test"),  # the first 100 records of SVAMP.json (out-of-domain check)
 }
 
 

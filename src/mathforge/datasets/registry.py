@@ -6,6 +6,7 @@ import difflib
 import inspect
 from typing import Any
 
+from mathforge.datasets.arith import Arith
 from mathforge.datasets.base import Loader
 from mathforge.datasets.generic import Generic
 from mathforge.datasets.gsm8k import GSM8K
@@ -16,7 +17,7 @@ from mathforge.datasets.numinamath import NuminaMath
 from mathforge.datasets.svamp import SVAMP
 from mathforge.errors import ConfigError
 
-LOADERS: dict[str, type[Loader]] = {cls.name: cls for cls in (GSM8K, MATH, MATH500, NuminaMath, MathQA, SVAMP, Generic)}
+LOADERS: dict[str, type[Loader]] = {cls.name: cls for cls in (GSM8K, MATH, MATH500, NuminaMath, MathQA, SVAMP, Arith, Generic)}
 ALIASES = {"numinamath-1.5": "numinamath", "math-500": "math500", "hendrycks_math": "math"}
 
 

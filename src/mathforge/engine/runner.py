@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Mapping, Sequence
 
-from mathforge.backends.base import Completion, GenRequest, ResultSink
+from mathforge.request import Completion, GenRequest, ResultSink
 from mathforge.engine.accounting import Budget, Pricing, TeacherStats
 from mathforge.engine.attempts import _CURRENT, Attempt, LoopClock, ResendPolicy, response_started
 from mathforge.engine.concurrency import AdaptiveConcurrency

@@ -65,6 +65,31 @@ def _delta(row: dict[str, Any], base_row: dict[str, Any]) -> dict[str, Any] | No
     return {"metric": metric, "paired": False, "delta": diff, "ci_low": None, "ci_high": None}
 
 
+def contrast_rows(rows: list[dict[str, Any]], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Paired differences between two named models (e.g. RFT vs its control) on every benchmark both answered."""
+    out = []
+    for a, b in pairs:
+        for row in rows:
+            if row["model"] != a:
+                continue
+            others = [o for o in rows if o["model"] == b and o["benchmark"] == row["benchmark"]]
+            other = next((o for o in others if o["folder"] == row["folder"]), others[0] if others else None)
+            if other is None:
+                continue
+            delta = _delta(row, other)
+            if delta is not None:
+                out.append({"a": a, "b": b, "benchmark": row["benchmark"], **delta})
+    return out
+
+
+def contrast_markdown(contrasts: list[dict[str, Any]]) -> str:
+    """The contrasts as a Markdown table: difference in points with its paired 95% interval."""
+    lines = ["| comparison | benchmark | metric | n | difference (pts, 95% CI) |", "|---|---|---|---|---|"]
+    lines += [f"| {c['a']} − {c['b']} | {c['benchmark']} | {c['metric']} | {c.get('n', '-')} | "
+              f"{fmt_delta(c, False)} |" for c in contrasts]
+    return "\n".join(lines)
+
+
 def comparison_rows(sets: list[tuple[Path, dict[str, Any]]], base: str | None = None) -> list[dict[str, Any]]:
     """One row per (run, model, benchmark), with its metrics and the delta of its headline metric to the base."""
     rows = []

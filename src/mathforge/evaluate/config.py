@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from mathforge.config import StrictModel
+from mathforge.request import MAX_TOKENS, TEMPERATURE, TOP_P
 from mathforge.verify.stage import VerifyConfig
 
 # The split a benchmark is scored on; None = the dataset's single file (SVAMP ships one SVAMP.json).
@@ -39,18 +40,19 @@ class EvalConfig(StrictModel):
         description="models: names of recipe teachers or local model specs (smollm2, a directory, a .gguf, a hub id), "
         "or a mapping name -> backend config ({backend: local|openai|vllm, ...})"
     )
-    adapters: list[str] = Field(
+    adapters: list[str] | dict[str, str] = Field(
         default_factory=list,
-        description="PEFT adapter directories; each is evaluated on top of the first model (which becomes the base)",
+        description="PEFT adapter directories, or a mapping name -> directory; each is evaluated on top of the first "
+        "model (which becomes the base)",
     )
     benchmarks: list[BenchmarkSpec] = Field(description="benchmark names, or {name, path, split, limit, prompt}")
     data_dir: str | None = Field(None, description="folder holding one sub-folder per benchmark (gsm8k/, math500/, ...)")
     limit: int | None = Field(None, ge=1, description="first N problems of every benchmark (default: all)")
     greedy: bool = Field(True, description="score one greedy (temperature 0) answer per problem")
     k: int = Field(1, ge=1, description="samples per problem for maj@k, pass@k and mean pass@1 (1 = none)")
-    temperature: float = Field(0.7, gt=0, description="sampling temperature of the k samples")
-    top_p: float = Field(0.95, gt=0, le=1, description="nucleus mass of the k samples")
-    max_tokens: int = Field(512, ge=1, description="most new tokens per answer")
+    temperature: float = Field(TEMPERATURE, gt=0, description="sampling temperature of the k samples")
+    top_p: float = Field(TOP_P, gt=0, le=1, description="nucleus mass of the k samples")
+    max_tokens: int = Field(MAX_TOKENS, ge=1, description="most new tokens per answer")
     prompt: str | None = Field(None, description="prompt template for every benchmark (default: each dataset's own)")
     system_prompt: str | None = Field(None, description="replaces the template's system prompt")
     base: str | None = Field(None, description="model the deltas are measured against (default: the first model)")

@@ -42,10 +42,14 @@ def resolve_models(
         first_name, first = next(iter(out.items()))
         if "adapter" not in type(first).model_fields:
             raise ConfigError(f"eval: adapters need a backend that loads them (local); '{first_name}' is {first.backend}")
-        for adapter in cfg.adapters:
+        named = cfg.adapters.items() if isinstance(cfg.adapters, dict) else [(None, a) for a in cfg.adapters]
+        for given, adapter in named:
             if run_dir is not None and not Path(adapter).is_absolute() and (Path(run_dir) / adapter).exists():
                 adapter = str(Path(run_dir) / adapter)
-            name = f"{first_name}+{model_name(adapter.rstrip('/'))}"
+            name = given or f"{first_name}+{model_name(adapter.rstrip('/'))}"
+            if name in out:
+                raise ConfigError(f"eval: two models are named '{name}'; give the adapters names "
+                                  "(adapters: {name: directory})")
             out[name] = first.model_copy(update={"adapter": adapter})
     return out
 

@@ -9,7 +9,15 @@ from typing import Any
 
 import jinja2
 
-from mathforge.evaluate.compare import comparison_rows, fmt_score, markdown_table, table_cells
+from mathforge.evaluate.compare import (
+    comparison_rows,
+    contrast_markdown,
+    contrast_rows,
+    fmt_delta,
+    fmt_score,
+    markdown_table,
+    table_cells,
+)
 from mathforge.masking import mask_config
 from mathforge.report import plots
 from mathforge.report.data import RunData, read_run
@@ -61,13 +69,17 @@ def _breakdowns(sets: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]
 
 
 def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | None = None,
-                 base: str | None = None) -> dict[str, Any]:
-    """Write the report of ``runs`` (the first is the main one) to ``out_dir``; returns what metrics.json holds."""
+                 base: str | None = None, contrasts: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Write the report of ``runs`` (the first is the main one) to ``out_dir``; returns what metrics.json holds.
+
+    ``contrasts`` names pairs of models (a, b) whose paired difference a − b is reported besides each model vs base.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = [read_run(r) for r in runs]
     sets = [s for d in data for s in d.evals]
     rows = comparison_rows(sets, base)
+    paired = contrast_rows(rows, [tuple(c) for c in contrasts or []])
     samples = [s for d in data for s in d.samples]
     drawn = {
         "accuracy": plots.accuracy(rows, out / "accuracy.png"),
@@ -76,6 +88,7 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "throughput": plots.throughput(_keyed(data, "throughput"), out / "throughput.png"),
         "agreement": plots.agreement(samples, out / "agreement.png"),
         "lengths": plots.lengths(samples, out / "lengths.png"),
+        "training": plots.training(_keyed(data, "training"), out / "training.png"),
     }
     header, cells = table_cells(rows) if rows else ([], [])
     context = {
@@ -88,6 +101,9 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "eval_rows": cells,
         "eval_markdown": markdown_table(rows) if rows else "",
         "breakdowns": _breakdowns(sets),
+        "contrasts": [{"comparison": f"{c['a']} − {c['b']}", "benchmark": c["benchmark"], "metric": c["metric"],
+                       "n": c.get("n", "-"), "delta": fmt_delta(c, False)} for c in paired],
+        "contrast_markdown": contrast_markdown(paired) if paired else "",
         "plots": {name: f"{name}.png" for name, ok in drawn.items() if ok},
         "usage": [{"teacher": t, **{k: _fmt(k, v) for k, v in u.items()},
                    **{k: "-" if u.get(k) is None else f"${u[k]:,.4f}" for k in ("cost", "projected", "budget")}}
@@ -107,6 +123,9 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
                   "rejected": [{"stage": s, "reason": r, "count": n} for (s, r), n in d.rejected.items()]}
                  for d in data],
         "eval": [{k: v for k, v in r.items() if k != "folder"} for r in rows],
+        "contrasts": paired,
+        "training": {name: [{"step": st, "loss": loss} for st, loss in pts]
+                     for name, pts in _keyed(data, "training").items()},
         "plots": sorted(context["plots"].values()),
     }
     metrics = mask_config(metrics)

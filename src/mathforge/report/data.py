@@ -18,6 +18,7 @@ import yaml
 from mathforge.engine.accounting import Pricing
 from mathforge.engine.cost import read_costs
 from mathforge.evaluate.compare import find_results
+from mathforge.pipeline.state import RunState
 
 SAMPLE_COLUMNS = ["problem_id", "teacher", "tokens_out", "correct", "extracted", "normalized", "mode"]
 
@@ -35,6 +36,7 @@ class RunData:
     samples: list[dict[str, Any]] = field(default_factory=list)  # the latest samples table (few columns)
     rejected: dict[tuple[str, str], int] = field(default_factory=dict)  # (stage, reason) -> count
     evals: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    training: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # train folder -> (step, loss)
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -169,11 +171,21 @@ def sample_table(run: Path, tables: dict[str, str], evals: list[tuple[Path, dict
     return evals[-1][0] / "samples.parquet" if evals else run / "verified.parquet"
 
 
+def training_curves(run: Path, depth: int = 3) -> dict[str, list[tuple[int, float]]]:
+    """Training loss by step of every train folder in the run (``log_history.jsonl`` up to ``depth`` levels down)."""
+    from mathforge.train.logs import LOG_FILE, read_log_history
+
+    found = sorted(p for d in range(depth) for p in run.glob("/".join(["*"] * (d + 1) + [LOG_FILE])))
+    return {str(p.parent.relative_to(run)): [(int(r["step"]), float(r["loss"])) for r in read_log_history(p)
+                                             if "loss" in r and "step" in r]
+            for p in found}
+
+
 def read_run(run: str | Path) -> RunData:
     """Gather one run directory's report data."""
     run = Path(run)
     summary = _json(run / "summary.json")
-    tables = _json(run / "state.json").get("tables", {})
+    tables = RunState(run).latest_tables()
     evals = find_results(run)
     usage, points = ledger_usage(run, teacher_prices(run, evals))
     add_costs(run, usage, teacher_configs(run, evals))
@@ -188,4 +200,5 @@ def read_run(run: str | Path) -> RunData:
         samples=samples,
         rejected=rejected_counts(run),
         evals=evals,
+        training=training_curves(run),
     )

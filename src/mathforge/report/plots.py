@@ -163,3 +163,19 @@ def lengths(samples: list[dict[str, Any]], path: Path) -> bool:
     ax.set_title("solution length")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def training(curves: dict[str, list[tuple[int, float]]], path: Path) -> bool:
+    """Training loss by optimizer step, one line per training run."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return False
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.add_subplot()
+    for i, (name, points) in enumerate(curves.items()):
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=name, color=COLORS[i % len(COLORS)])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("training curves")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

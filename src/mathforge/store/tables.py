@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mathforge.errors import DataError
 from mathforge.records import REJECTED_SCHEMA
 
 
@@ -22,7 +23,7 @@ def write_table(path: str | Path, rows: Iterable[dict[str, Any]] | pa.Table, sch
         table = rows
     else:
         rows = list(rows)
-        table = _rows_to_table(rows, schema)
+        table = rows_to_table(rows, schema)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -36,7 +37,8 @@ def write_table(path: str | Path, rows: Iterable[dict[str, Any]] | pa.Table, sch
     return path
 
 
-def _rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Table:
+def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Table:
+    """Rows as an Arrow table in ``schema``'s columns first; columns beyond it are kept, typed by inference."""
     if schema is None:
         return pa.Table.from_pylist(rows)
     names = set(schema.names)
@@ -54,11 +56,19 @@ def _rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.T
 
 
 def read_table(path: str | Path) -> pa.Table:
-    return pq.read_table(path)
+    """A whole Parquet file; a damaged one is a ``DataError`` naming it (never a raw Arrow traceback)."""
+    try:
+        return pq.read_table(path)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"not a readable Parquet table ({type(exc).__name__}: {exc}). Move it aside "
+                        f"(`mv {path} {path}.bad`) and rerun the stage that writes it; answered requests stay in "
+                        "the ledger", file=str(path)) from None
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist()
+    return read_table(path).to_pylist()
 
 
 def append_rejected(run_dir: str | Path, stage: str, items: Iterable[tuple[dict[str, Any], str]]) -> int:
