@@ -28,18 +28,23 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from mathforge.config import StrictModel, dump_yaml
-from mathforge.errors import MathforgeError
+from mathforge.errors import ConfigError, MathforgeError
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
+from mathforge.records import Problem
 
-Style = Literal["chat", "completion"]
+Style = Literal["chat", "completion", "synthesis"]
 Format = Literal["jsonl", "parquet", "dataset"]
 SPLITS = ("train", "validation")
 
 
 class ExportConfig(StrictModel):
     formats: list[Format] = Field(["jsonl", "parquet", "dataset"], description="any of: jsonl, parquet, dataset")
-    styles: list[Style] = Field(["chat", "completion"], description="chat messages and/or prompt-completion pairs")
+    styles: list[Style] = Field(["chat", "completion"], description="chat messages and/or prompt-completion pairs "
+                                "of the samples; synthesis: (seed or passage, method, level) -> new problem chats "
+                                "from a synthesize stage's problems, to train a synthesiser")
+    synthesis_solution: bool = Field(False, description="synthesis style: the reply holds the pseudo-gold solution "
+                                                        "after the problem")
     system_prompt: str | None = Field(None, description="system message of every exported chat (none by default)")
     prompt_template: str = Field(
         "Question: {question}\nAnswer: ", description="prompt of the prompt-completion style; {question} is filled in"
@@ -95,6 +100,7 @@ SCHEMAS = {
     "chat": pa.schema([*_BASE, ("messages", _MESSAGES)]),
     "completion": pa.schema([*_BASE, ("prompt", pa.string()), ("completion", pa.string())]),
     "sft": pa.schema([*_BASE, ("messages", _MESSAGES), ("split", pa.string())]),
+    "synthesis": pa.schema([*_BASE, ("method", pa.string()), ("level", pa.string()), ("messages", _MESSAGES)]),
 }
 
 
@@ -152,6 +158,18 @@ def _save_datasets(root: Path, styles: list[str], formats: list[str]) -> None:
         shutil.rmtree(cache, ignore_errors=True)
         if quiet:
             ds_logging.enable_progress_bar()
+
+
+def write_split_files(out: Path, style: str, splits: dict[str, list[dict[str, Any]]], formats: list[str]) -> None:
+    """One style's split files (JSONL, Parquet, a saved DatasetDict) from rows already in memory."""
+    files = _Files(out, formats)
+    try:
+        for sp, rows in splits.items():
+            files.write(f"{style}/{sp}", style, rows, parquet_too="dataset" in formats)
+    finally:
+        files.close()
+    if "dataset" in formats:
+        _save_datasets(out, [style], formats)
 
 
 def export(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, seed: int = 0,
@@ -328,7 +346,8 @@ def export_atomic(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, s
 class ExportStage(Stage):
     name = "export"
     Config = ExportConfig
-    inputs = {"samples": Port("samples"), "curate_report": Port("curate-report", optional=True)}
+    inputs = {"samples": Port("samples", optional=True), "problems": Port("problems", optional=True),
+              "curate_report": Port("curate-report", optional=True)}
     outputs = {"export": Port("export", folder=True)}
     stage_id = "export"
 
@@ -341,8 +360,27 @@ class ExportStage(Stage):
             "recipe": recipe.read_text(encoding="utf-8") if recipe.exists() else None,
             "curate": curate_report(ctx.input_path("curate_report")),
         }
-        counts = export_batches(ctx.input("samples").batches, out.path, cfg, seed=ctx.seed, provenance=provenance)
-        metrics: dict[str, Any] = {
+        sample_styles = [s for s in cfg.styles if s != "synthesis"]
+        counts = {sp: {"rows": 0, "problems": 0} for sp in SPLITS}
+        if sample_styles:
+            if not ctx.has_input("samples"):
+                raise ConfigError(f"export: styles {', '.join(sample_styles)} need a samples table before this stage "
+                                  "(a generate or verify stage); style synthesis alone needs only synthesised problems")
+            counts = export_batches(ctx.input("samples").batches, out.path,
+                                    cfg.model_copy(update={"styles": sample_styles}), seed=ctx.seed,
+                                    provenance=provenance)
+        metrics: dict[str, Any] = {}
+        if "synthesis" in cfg.styles:
+            from mathforge.synth.export import export_synthesis
+
+            if not ctx.has_input("problems"):
+                raise ConfigError("export: style synthesis needs the problems of a synthesize stage before this one")
+            problems = [Problem.from_row(r) for r in ctx.input("problems").to_pylist()]
+            syn = export_synthesis(problems, out.path, cfg, ctx.seed)
+            metrics["synthesis"] = {sp: c["rows"] for sp, c in syn.items()}
+            if not sample_styles:
+                counts = syn
+        metrics |= {
             "accepted": counts["train"]["rows"] + counts["validation"]["rows"],
             "train": counts["train"]["rows"],
             "validation": counts["validation"]["rows"],

@@ -344,7 +344,12 @@ class RunContext:
         if teacher not in self.teachers:
             raise ConfigError(f"unknown teacher '{teacher}'; teachers in this recipe: {', '.join(self.teachers) or 'none'}")
         if teacher not in self._backends:
-            self._backends[teacher] = make_backend(teacher, self.teachers[teacher])
+            config = self.teachers[teacher]
+            adapter = getattr(config, "adapter", None)
+            if adapter and not Path(adapter).is_absolute() and self.path(adapter).exists():
+                # A teacher's relative adapter (``train/adapter``) is the one a stage of this run trained.
+                config = config.model_copy(update={"adapter": str(self.path(adapter))})
+            self._backends[teacher] = make_backend(teacher, config)
         return self._backends[teacher]
 
     def close(self) -> None:
