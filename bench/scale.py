@@ -163,10 +163,17 @@ with pq.ParquetWriter(out, SAMPLE_SCHEMA) as w:
                 teacher="reference", model="reference", sample_index=0, prompt_key="cot-boxed", request_key="",
                 text=r["solution"] or "", finish_reason="stop", tokens_in=0, tokens_out=0, round=0)
                 for r in rows], SAMPLE_SCHEMA))
-state = run / "state.json"
-data = json.loads(state.read_text()) if state.exists() else {{}}
-data.setdefault("tables", {{}})["samples"] = "generate.parquet"
-state.write_text(json.dumps(data))
+try:  # a run directory with lineage: the table is the output of the recipe's generate stage
+    from mathforge.pipeline.state import RunState
+except ImportError:  # the baseline: state.json names the latest table of each kind
+    state = run / "state.json"
+    data = json.loads(state.read_text()) if state.exists() else {{}}
+    data.setdefault("tables", {{}})["samples"] = "generate.parquet"
+    state.write_text(json.dumps(data))
+else:
+    st = RunState(run)
+    st.record("generate", "generate", {{}}, {{"samples": ("samples", "generate.parquet", pq.read_metadata(out).num_rows)}})
+    st.save()
 """
     subprocess.run([sys.executable, "-c", code], check=True)
 
