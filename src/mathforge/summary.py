@@ -20,7 +20,10 @@ def build_summary(ctx: "RunContext", wall: float, started: float | None = None) 
     gen = [v for k, v in m.items() if k.startswith("generate")]
     problems = next((v["problems"] for k, v in m.items() if k.startswith("load")), None)
     if problems is None and ctx.has("problems"):
-        problems = len(ctx.problems())
+        from mathforge.pipeline.context import open_table
+
+        ref = ctx.state.latest("problems")
+        problems = open_table(ctx.path(ref.path)).num_rows if ref else None  # from metadata: the table is not read
     samples = sum(g.get("samples", 0) for g in gen)
     accepted = None
     for k, v in m.items():  # the last stage that states what it accepted wins
