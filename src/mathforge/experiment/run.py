@@ -217,7 +217,7 @@ def _train_arm(cfg: ExperimentConfig, arm_dir: Path, rows: list[dict[str, Any]])
 def _evaluate(ctx: RunContext, cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Base and every arm, greedy, on the test set and the out-of-domain benchmark, in one eval (paired deltas).
 
-    With ``eval_base`` off only the arms are scored (into ``eval-<arms>/``); their answers land in the same ledger,
+    With ``eval_base`` off only the arms are scored (into ``parts/eval-<arms>/``); their answers land in the same ledger,
     so the full eval later answers them from there.
     """
     benchmarks = [cfg.test] + ([cfg.ood] if cfg.ood else [])
@@ -233,7 +233,8 @@ def _evaluate(ctx: RunContext, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             raise RuntimeError("nothing to evaluate: eval_base is off and no arms are named")
         models = {arm: ctx.teachers[BASE].model_copy(update={"adapter": path}).model_dump(mode="json")
                   for arm, path in adapters.items()}
-        eval_cfg, out = EvalConfig(models=models, **common), run_dir / f"eval-{'-'.join(adapters)}"
+        # parts/ is below the report's reach: the full eval holds every model once
+        eval_cfg, out = EvalConfig(models=models, **common), run_dir / "parts" / f"eval-{'-'.join(adapters)}"
     return run_eval(ctx, eval_cfg, out)
 
 
