@@ -144,7 +144,10 @@ def run_generation(ctx: RunContext, planned: list[Planned], retry_failed: bool =
         ctx.note_unanswered(failed_before, in_batches)
         return metrics | {"new_tokens_out": 0, "gen_seconds": 0.0}
     for teacher in todo:
-        ctx.backend(teacher).prepare()
+        t_prep = time.perf_counter()
+        ctx.backend(teacher).prepare()  # loading local weights takes a while: say so, so a log is not silent
+        if time.perf_counter() - t_prep > 1:
+            console.log(f"teacher {teacher} ready in {time.perf_counter() - t_prep:.1f} s")
     usage = ledger.usage()
     t0 = time.perf_counter()
     sinks: dict[str, LedgerSink] = {}

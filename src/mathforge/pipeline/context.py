@@ -18,7 +18,7 @@ from mathforge.errors import ConfigError, DataError, IncompleteRunError
 from mathforge.pipeline.io import DirWriter, FileWriter, InPlace, TableReader, TableWriter, clean_leftovers
 from mathforge.pipeline.lock import RunLock
 from mathforge.pipeline.state import RunState, TableRef
-from mathforge.records import PROBLEM_SCHEMA, SAMPLE_SCHEMA, Problem
+from mathforge.records import PROBLEM_SCHEMA, SAMPLE_SCHEMA, Problem, Sample
 from mathforge.store import Ledger, append_rejected
 from mathforge.store.shards import ShardReader, ShardWriter
 
@@ -187,6 +187,16 @@ class RunContext:
         ref = scope.inputs[name]
         self._check_complete(scope, name, ref)
         return open_table(self.path(ref.path), name=name, producer=ref.stage)
+
+    def records(self, name: str, batch_size: int = 8192) -> Iterator[Problem | Sample]:
+        """Input ``name`` as typed records (``Problem`` or ``Sample``, by its kind), streamed batch by batch."""
+        ref = self._scope("records").inputs.get(name)
+        kind = ref.kind if ref is not None else None
+        record = {"problems": Problem, "samples": Sample}.get(kind or "")
+        if record is None:
+            raise TypeError(f"input {name!r} of kind {kind!r} has no record type")
+        for rows in self.input(name).batches(batch_size):
+            yield from (record.from_row(r) for r in rows)
 
     def _check_complete(self, scope: StageScope, name: str, ref: TableRef) -> None:
         """Refuse an input from a stage that finished short of answers, unless partial results are allowed."""
