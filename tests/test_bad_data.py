@@ -139,19 +139,13 @@ def test_non_utf8_row_is_skipped_into_rejected_parquet(tmp_path, fmt):
     run.mkdir()
     cfg = LoadConfig(dataset="gsm8k", path=str(path), on_bad_row="skip")
 
-    class Ctx:  # the two calls the load stage makes, writing the real rejected.parquet
-        def write_problems(self, name: str, problems: list) -> None:
-            self.problems = problems
+    from mathforge.pipeline.context import RunContext
 
-        def reject(self, stage_id: str, items: list) -> int:
-            from mathforge.store import append_rejected
-
-            return append_rejected(run, stage_id, items)
-
-    ctx = Ctx()
-    metrics = LoadStage().run(ctx, cfg)
+    with RunContext(run) as ctx:
+        metrics = LoadStage().run(ctx, cfg)
+        problems = ctx.problems()
     assert metrics == {"problems": 2, "rejected": 1}
-    assert [p.id for p in ctx.problems] == ["gsm8k/train/0", "gsm8k/train/2"]  # ids keep their positions
+    assert [p.id for p in problems] == ["gsm8k/train/0", "gsm8k/train/2"]  # ids keep their positions
     (reject,) = read_rows(run / "rejected.parquet")
     assert reject["stage"] == "load" and "not valid UTF-8 (byte 0xff)" in reject["reason"]
     assert reject["reason"].startswith(where(fmt, 1, path) + ", field 'question'")

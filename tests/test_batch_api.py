@@ -259,3 +259,31 @@ def test_a_request_over_the_byte_limit_fails_alone(server, tmp_path):
     assert "over the batch file limit max_bytes=2000" in bad.error and bad.attempts == 0
     assert server.call(api.stats)["submissions"] == 1
     ctx.close()
+
+
+def test_status_collects_only_under_the_run_lock(server, tmp_path):
+    from typer.testing import CliRunner
+
+    from mathforge.cli.main import app
+    from mathforge.pipeline.lock import RunLock
+
+    server.configure(BatchServerConfig())
+    ctx = context(tmp_path, server.url, 2)
+    run(ctx)
+    ctx.close()
+    (tmp_path / "run" / "recipe.yaml").write_text(json.dumps({"name": "b", "teachers": {"t": teacher(server.url)},
+                                                              "stages": []}))
+    script = ("import sys, time; from mathforge.pipeline.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+              "print('locked', flush=True); time.sleep(60)")
+    import subprocess
+
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = CliRunner().invoke(app, ["status", str(tmp_path / "run")])
+        assert busy.exit_code == 4 and "another mathforge process" in busy.output
+        assert CliRunner().invoke(app, ["status", str(tmp_path / "run"), "--no-collect"]).exit_code == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    RunLock(tmp_path / "run").acquire().release()  # the killed holder left no stale lock

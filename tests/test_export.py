@@ -67,6 +67,7 @@ def test_card_carries_provenance_and_stage_reads_the_curate_report(tmp_path):
               "funnel": {"records_in": 40, "steps": [{"step": "rft", "dropped": {"same-path": 7}, "left": 20}]},
               "decontam": {"ngram": 13, "benchmarks": {"gsm8k": 1319}, "hits": {"gsm8k": {"problems": 2}}}}
     ctx.path("curate.json").write_text(json.dumps(report), encoding="utf-8")
+    ctx.add_file("curated", "curate-report", "curate.json")  # the export reads the report of its own lineage
     metrics = ExportStage().run(ctx, ExportConfig(formats=["jsonl"], styles=["chat"]))
     assert metrics["accepted"] == 20 and metrics["train"] + metrics["validation"] == 20
     card = ctx.path("export/README.md").read_text()

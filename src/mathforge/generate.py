@@ -7,66 +7,57 @@ samples, and a run killed at any moment resumes with at most the in-flight reque
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from pydantic import Field
 
-from mathforge.backends import Completion, GenRequest, SamplingParams
-from mathforge.config import StrictModel
 from mathforge.engine.accounting import TeacherStats
 from mathforge.errors import ConfigError
+from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.progress import console, progress_bar
-from mathforge.pipeline.stages import Stage
+from mathforge.pipeline.stages import Port, Stage
 from mathforge.prompts import build_messages, get_prompt
 from mathforge.records import Problem, Sample
-from mathforge.store.ledger import FAILED, IN_BATCH, OK, PENDING, Ledger, request_key
+from mathforge.request import Completion, GenRequest, Planned, SamplingConfig, plan_request
+from mathforge.store.ledger import FAILED, IN_BATCH, OK, PENDING, Ledger
+
+__all__ = ["GenerateConfig", "GenerateStage", "Planned", "collect_samples", "plan_requests", "run_generation"]
 
 
-class GenerateConfig(StrictModel):
+class GenerateConfig(SamplingConfig):
+    """Settings of the generate stage (recipe key ``generate``; also the ``mathforge generate`` flags)."""
+
     teachers: list[str] | None = Field(None, description="teacher names from the recipe (default: all of them)")
     k: int = Field(4, ge=1, description="samples per problem per teacher")
     prompt: str | None = Field(None, description="prompt template (default: the dataset's own, else 'cot')")
     system_prompt: str | None = Field(None, description="replaces the template's system prompt")
-    temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")
-    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
-    max_tokens: int = Field(512, ge=1, description="most new tokens per sample")
     seed: int | None = Field(None, description="sampling seed (default: the recipe's seed)")
-    stop: list[str] | None = Field(None, description="stop strings")
     retry_failed: bool = Field(False, description="re-send requests recorded as failed (what `mathforge retry` does)")
+    window: int = Field(
+        20_000, ge=1, description="requests planned, looked up in the ledger and sent together (bounds memory)"
+    )
 
 
-@dataclass
-class Planned:
-    problem: Problem
-    teacher: str
-    model: str
-    prompt_key: str
-    request: GenRequest
-
-
-def plan_requests(ctx: Any, problems: Sequence[Problem], cfg: GenerateConfig) -> list[Planned]:
+def plan_requests(ctx: RunContext, problems: Sequence[Problem], cfg: GenerateConfig) -> list[Planned]:
     """Every (problem, teacher, sample index) request with its content key."""
     teachers = cfg.teachers or list(ctx.teachers)
     if not teachers:
         raise ConfigError("generate: the recipe defines no teachers")
     seed = cfg.seed if cfg.seed is not None else ctx.seed
-    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_tokens, seed, tuple(cfg.stop) if cfg.stop else None)
+    params = cfg.params(seed)
     identities = {t: ctx.backend(t).identity() for t in teachers}
     _refuse_twins(identities)
     planned = []
     for t in teachers:
-        model, endpoint = identities[t]
         for p in problems:
             prompt_key = cfg.prompt or p.meta.get("prompt") or "cot"
             messages = build_messages(get_prompt(prompt_key), p, cfg.system_prompt)
-            for i in range(cfg.k):
-                key = request_key(model=model, endpoint=endpoint, messages=messages, params=params.as_dict(), sample_index=i)
-                planned.append(Planned(p, t, model, prompt_key, GenRequest(key, messages, params, i, {"problem_id": p.id})))
+            planned += [plan_request(identities[t], t, p, prompt_key, messages, params, i) for i in range(cfg.k)]
     return planned
 
 
@@ -118,7 +109,7 @@ class LedgerSink:
                     self.progress.update(self.task, advance=1, extra=self.stats.line())
 
 
-def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False) -> dict[str, Any]:
+def run_generation(ctx: RunContext, planned: list[Planned], retry_failed: bool = False) -> dict[str, Any]:
     """Send what the ledger has no answer for, every teacher at once under its own limits; returns counts and rates."""
     ledger: Ledger = ctx.ledger
     ledger.register((p.request.key, p.teacher, p.model, _request_record(p)) for p in planned)
@@ -150,9 +141,13 @@ def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False)
     if failed_before:
         console.log(f"[yellow]{failed_before} requests failed earlier; `mathforge retry RUN_DIR` re-sends them")
     if not todo:
+        ctx.note_unanswered(failed_before, in_batches)
         return metrics | {"new_tokens_out": 0, "gen_seconds": 0.0}
     for teacher in todo:
-        ctx.backend(teacher).prepare()
+        t_prep = time.perf_counter()
+        ctx.backend(teacher).prepare()  # loading local weights takes a while: say so, so a log is not silent
+        if time.perf_counter() - t_prep > 1:
+            console.log(f"teacher {teacher} ready in {time.perf_counter() - t_prep:.1f} s")
     usage = ledger.usage()
     t0 = time.perf_counter()
     sinks: dict[str, LedgerSink] = {}
@@ -181,6 +176,9 @@ def run_generation(ctx: Any, planned: list[Planned], retry_failed: bool = False)
         _report(teacher, sink, len(todo[teacher]))
     if errors:
         raise errors[0]
+    after = ledger.statuses(list(seen | {k for k, s in status.items() if s != OK}))
+    ctx.note_unanswered(sum(1 for s in after.values() if s == FAILED),
+                        sum(1 for s in after.values() if s == PENDING or s in IN_BATCH))
     new_tokens = sum(s.tokens_out for s in sinks.values())
     return metrics | {
         "new_tokens_out": new_tokens,
@@ -248,49 +246,99 @@ def collect_samples(ledger: Ledger, planned: list[Planned]) -> tuple[list[dict[s
 class GenerateStage(Stage):
     name = "generate"
     Config = GenerateConfig
-    writes = "samples"
+    inputs = {"problems": Port("problems")}
+    outputs = {"samples": Port("samples")}
     stage_id = "generate"
 
-    def run(self, ctx: Any, cfg: GenerateConfig) -> dict[str, Any]:
-        problems = ctx.problems()
-        planned = plan_requests(ctx, problems, cfg)
-        metrics = run_generation(ctx, planned, cfg.retry_failed)
-        samples, missing = collect_samples(ctx.ledger, planned)
-        ctx.write_samples(self.stage_id, samples)
-        return metrics | {
-            "samples": len(samples),
-            "missing": missing,
-            "tokens_in": sum(s["tokens_in"] for s in samples),
-            "tokens_out": sum(s["tokens_out"] for s in samples),
-        }
+    def run(self, ctx: RunContext, cfg: GenerateConfig) -> dict[str, Any]:
+        """Problems shard by shard, and within a shard in windows of ``cfg.window`` requests: plan, look up, send,
+        collect. Memory holds one window; a finished shard is kept across a kill (its marker records the requests
+        it left unanswered, which count again), an unfinished one is re-planned and resumes from the ledger."""
+        from mathforge.store.shards import fingerprint, shards_of
+
+        source = shards_of(ctx.input("problems"))
+        teachers = cfg.teachers or list(ctx.teachers)
+        if not teachers:
+            raise ConfigError("generate: the recipe defines no teachers")
+        identities = {t: ctx.backend(t).identity() for t in teachers}
+        stamp = fingerprint(cfg.model_dump(mode="json"), ctx.seed, identities, str(source.path), source.identity())
+        writer = ctx.output("samples", fingerprint=stamp, resume=True)
+        per_window = max(1, cfg.window // (cfg.k * max(1, len(teachers))))
+        metrics: dict[str, Any] = {}
+        totals = {"samples": 0, "tokens_in": 0, "tokens_out": 0, "missing": 0}
+        reused = 0
+        for i in range(len(source)):
+            if writer.done(i):
+                reused += 1
+                info = writer.marker(i)
+                ctx.note_unanswered(info.get("failed", 0), info.get("unsent", 0))
+                totals["missing"] += info.get("missing", 0)
+                for batch in writer.staged_batches(i, ["tokens_in", "tokens_out"]):
+                    _count(totals, batch.column("tokens_in").to_pylist(), batch.column("tokens_out").to_pylist())
+                continue
+            scope = ctx.scope
+            before = (scope.failed, scope.unsent) if scope is not None else (0, 0)
+            shard = {"missing": 0}
+
+            def unanswered(shard: dict[str, int] = shard, before: tuple[int, int] = before) -> dict[str, int]:
+                now = (ctx.scope.failed, ctx.scope.unsent) if ctx.scope is not None else (0, 0)
+                return {"failed": now[0] - before[0], "unsent": now[1] - before[1], "missing": shard["missing"]}
+
+            writer.write_shard(i, self._windows(ctx, cfg, source, i, per_window, metrics, totals, shard),
+                               info=unanswered)
+        return metrics | totals | {"shards_reused": reused}
+
+    def _windows(self, ctx: RunContext, cfg: GenerateConfig, source: Any, shard: int, per_window: int,
+                 metrics: dict[str, Any], totals: dict[str, int], info: dict[str, int]) -> Iterator[dict[str, Any]]:
+        for batch in source.shard_batches(shard, per_window):
+            problems = [Problem.from_row(r) for r in batch.to_pylist()]
+            planned = plan_requests(ctx, problems, cfg)
+            _add_metrics(metrics, run_generation(ctx, planned, cfg.retry_failed))
+            samples, missing = collect_samples(ctx.ledger, planned)
+            totals["missing"] += missing
+            info["missing"] += missing
+            _count(totals, [s["tokens_in"] for s in samples], [s["tokens_out"] for s in samples])
+            yield from samples
+
+
+def _count(totals: dict[str, int], tokens_in: list, tokens_out: list) -> None:
+    totals["samples"] += len(tokens_in)
+    totals["tokens_in"] += sum(t or 0 for t in tokens_in)
+    totals["tokens_out"] += sum(t or 0 for t in tokens_out)
+
+
+_RATES = {"calls_per_answer", "ex_per_min", "tokens_per_s"}  # recomputed from the summed counts, never summed
+
+
+def _add_metrics(total: dict[str, Any], part: dict[str, Any], seconds: float | None = None) -> None:
+    """Sum one window's counts into the stage's (nested per teacher); the first window is taken as it is."""
+    if not total:
+        total.update(copy.deepcopy(part))
+        return
+    seconds = part.get("gen_seconds", 0.0) + total.get("gen_seconds", 0.0) if seconds is None else seconds
+    for k, v in part.items():
+        if isinstance(v, dict):
+            _add_metrics(total.setdefault(k, {}), v, seconds)
+        elif k in _RATES:
+            continue
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            total[k] = total.get(k, 0) + v
+        elif v is not None or k not in total:
+            total[k] = v
+    if "done" in total and "api_calls" in total:  # a teacher's stats
+        done = total["done"]
+        total["calls_per_answer"] = round(total["api_calls"] / done, 4) if done else None
+        if seconds:
+            total["ex_per_min"] = round(done / seconds * 60, 1)
+            total["tokens_per_s"] = round(total.get("tokens_out", 0) / seconds, 1)
+    elif seconds and "new_tokens_out" in total:
+        total["tokens_per_s"] = round(total["new_tokens_out"] / seconds, 1)
 
 
 def retry_failed_requests(run_dir: str | Path, mode: str | None = None) -> dict[str, dict[str, Any]]:
-    """Re-send only the requests a run recorded as failed: its generate stages again, with ``retry_failed``.
+    """Re-send only the requests a run recorded as failed, then rerun what depends on them; metrics per stage.
 
     ``mode`` ("online" or "batch") overrides the mode of every teacher that has one, for this retry only."""
-    from mathforge.pipeline.context import RunContext
-    from mathforge.pipeline.recipe import load_recipe
+    from mathforge.pipeline.runner import retry_run
 
-    path = Path(run_dir) / "recipe.yaml"
-    if not path.exists():
-        raise ConfigError(f"{run_dir}: no recipe.yaml here; `mathforge retry` takes a run directory")
-    recipe = load_recipe(str(path))
-    if mode is not None:
-        for name, cfg in recipe.teachers.items():
-            if "mode" in type(cfg).model_fields:
-                allowed = type(cfg).model_fields["mode"].annotation
-                if mode not in getattr(allowed, "__args__", (mode,)):
-                    raise ConfigError(f"teacher {name}: backend {cfg.backend} has no mode '{mode}'")
-                recipe.teachers[name] = cfg.model_copy(update={"mode": mode})
-    ctx = RunContext(run_dir, teachers=recipe.teachers, seed=recipe.seed)
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        for name, stage_id, cfg in recipe.stages:
-            if name == "generate":
-                stage = GenerateStage()
-                stage.stage_id = stage_id
-                out[stage_id] = stage.run(ctx, cfg.model_copy(update={"retry_failed": True}))
-    finally:
-        ctx.close()
-    return out
+    return retry_run(run_dir, mode=mode)["stages"]

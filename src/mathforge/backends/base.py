@@ -8,59 +8,12 @@ is cached (the ledger does) and never render prompts differently (chat templates
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Sequence
 
 from mathforge.config import StrictModel
+from mathforge.request import Completion, GenRequest, ResultSink, SamplingParams
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling settings of one request; all of them are part of the request's ledger key."""
-
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 512
-    seed: int | None = None
-    stop: tuple[str, ...] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d["stop"] is not None:
-            d["stop"] = list(d["stop"])
-        return d
-
-
-@dataclass
-class GenRequest:
-    """One request: a chat, its sampling parameters and which sample of the problem it is."""
-
-    key: str
-    messages: list[dict[str, str]]
-    params: SamplingParams
-    sample_index: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Completion:
-    text: str
-    finish_reason: str | None
-    tokens_in: int
-    tokens_out: int
-    latency: float | None = None
-    response: dict[str, Any] | None = None
-
-
-class ResultSink(Protocol):
-    """Where a backend reports each finished request (the generate stage commits these to the ledger)."""
-
-    def ok(self, request: GenRequest, completion: Completion) -> None: ...
-
-    def ok_many(self, items: Sequence[tuple[GenRequest, Completion]]) -> None: ...
-
-    def fail(self, request: GenRequest, error: str, *, final: bool, abandoned: bool = False) -> None:
-        """A failed attempt (``abandoned``: cut short by the engine; it may still be billed)."""
+__all__ = ["Backend", "BackendConfig", "Completion", "GenRequest", "ResultSink", "SamplingParams"]
 
 
 class BackendConfig(StrictModel):

@@ -1,4 +1,4 @@
-"""``mathforge retry RUN_DIR``: re-send only the requests a run recorded as failed."""
+"""``mathforge retry RUN_DIR``: re-send only the requests a run recorded as failed, then rerun what depends on them."""
 
 from __future__ import annotations
 
@@ -15,20 +15,22 @@ app = typer.Typer()
 @app.command()
 def retry(
     run_dir: Path = typer.Argument(..., help="a run directory (it holds recipe.yaml and ledger.sqlite)"),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="rerun later stages even if requests fail again"),
     mode: Optional[str] = typer.Option(None, "--mode", help="online or batch: how API teachers re-send (default: "
                                        "each teacher's own mode)"),
 ) -> None:
-    """Re-send the requests recorded as failed in RUN_DIR (its generate stages rerun with retry_failed)."""
+    """Re-send the failed requests of RUN_DIR, then rerun exactly the stages downstream of the retried ones."""
     from mathforge.errors import ConfigError
-    from mathforge.generate import retry_failed_requests
+    from mathforge.pipeline.runner import retry_run
+    from mathforge.summary import print_summary
 
     if mode not in (None, "online", "batch"):
         raise ConfigError(f"--mode {mode}: choose online or batch")
-    results = retry_failed_requests(run_dir, mode)
-    t = Table("stage", "re-sent", "samples", "still missing", "failed again")
-    for stage_id, m in results.items():
-        t.add_row(stage_id, str(m.get("sent", 0)), str(m.get("samples", 0)), str(m.get("missing", 0)),
-                  str(m.get("failed", 0)))
+    summary = retry_run(run_dir, allow_partial=allow_partial, mode=mode)
+    t = Table("stage", "sent", "samples", "still failed", title=f"retried {', '.join(summary['retried'])}")
+    for stage_id, m in summary["stages"].items():
+        t.add_row(stage_id, str(m.get("sent", "-")), str(m.get("samples", m.get("accepted", "-"))),
+                  str(m.get("failed_requests", 0)))
     console = Console()
     console.print(t)
-    console.print("Stages after generate were not rerun: `mathforge run RECIPE -o RUN_DIR` refreshes them from the ledger.")
+    print_summary(summary, console)

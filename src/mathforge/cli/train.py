@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import types
-import typing
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
 
+from mathforge.cli.flags import field_help, flag_type
 from mathforge.train.config import TrainConfig
 
 app = typer.Typer(add_completion=False)
@@ -23,27 +22,6 @@ POSITIONAL = "data"
 FILE_ONLY = {"trainer_args"}  # a mapping: set it in --config
 
 
-def _flag_type(annotation: Any) -> Any:
-    """The Optional[...] type of a field's flag: Literal choices become str (validated by the config model)."""
-    inner = annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        inner = next(a for a in typing.get_args(annotation) if a is not type(None))
-    if typing.get_origin(inner) is typing.Literal:
-        inner = str
-    elif typing.get_origin(inner) is list:
-        inner = list[str]
-    return Optional[inner]
-
-
-def _help(name: str, field: Any) -> str:
-    choices = [typing.get_args(a) for a in [field.annotation, *typing.get_args(field.annotation)]
-               if typing.get_origin(a) is typing.Literal]
-    extra = f"; one of: {', '.join(map(str, choices[0]))}" if choices else ""
-    default = "" if field.is_required() else f" (default: {json.dumps(field.default)})"
-
-    return f"{field.description}{extra}{default}"
-
-
 def _parameters() -> list[inspect.Parameter]:
     params = [inspect.Parameter(POSITIONAL, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[str],
                                 default=typer.Argument(None, help=TrainConfig.model_fields[POSITIONAL].description))]
@@ -51,12 +29,12 @@ def _parameters() -> list[inspect.Parameter]:
         if name == POSITIONAL or name in FILE_ONLY:
             continue
         flag = "--" + name.replace("_", "-")
-        ftype = _flag_type(field.annotation)
+        ftype = flag_type(field.annotation)
         decls = [f"{flag}/--no-{flag[2:]}"] if ftype == Optional[bool] else [*SHORT.get(name, [flag])]
         if name in SHORT and flag not in decls:
             decls.insert(0, flag)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ftype,
-                                        default=typer.Option(None, *decls, help=_help(name, field))))
+                                        default=typer.Option(None, *decls, help=field_help(field))))
     params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                     default=typer.Option(None, "--config", "-c",
                                                          help="YAML file with any TrainConfig fields; flags override it")))

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from pydantic import Field
 
-from mathforge.backends.base import Completion, GenRequest
+from mathforge.request import Completion, GenRequest
 from mathforge.config import StrictModel
 from mathforge.engine.accounting import Pricing, TeacherStats
 from mathforge.engine.cost import usd
@@ -232,7 +232,12 @@ class BatchRunner:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         reserved = sum(self.worst_case(r) for r in chunk)
-        self.store.prepare(batch_id, self.teacher, self.provider.name, [r.key for r in chunk], len(data), reserved)
+        marked = self.store.prepare(batch_id, self.teacher, self.provider.name, [r.key for r in chunk], len(data),
+                                    reserved)
+        if marked != len(chunk):  # its file would carry requests the ledger does not hold in it: never send that
+            self.store.abandon(batch_id, "ledger changed while the batch was prepared")
+            raise MathforgeError(f"teacher {self.teacher}: {len(chunk) - marked} requests of a new batch were no "
+                                 "longer pending; is another process writing this run directory?")
         return next(b for b in self.store.open_batches(self.teacher) if b.id == batch_id)
 
     # -- one step of one batch -----------------------------------------------------------------------------------

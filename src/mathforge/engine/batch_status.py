@@ -33,7 +33,7 @@ def check_run(run_dir: str | Path, *, collect: bool = True, wait: bool = False) 
     if (run_dir / "recipe.yaml").exists():
         teachers = load_recipe(str(run_dir / "recipe.yaml")).teachers
     out = RunStatus()
-    with Ledger(db) as ledger:
+    with _writer_lock(run_dir, collect), Ledger(db) as ledger:
         store = BatchStore(ledger)
         if collect:
             out.collected = _collect(ledger, store, teachers, wait)
@@ -44,6 +44,15 @@ def check_run(run_dir: str | Path, *, collect: bool = True, wait: bool = False) 
         with ledger.transaction() as conn:
             out.costs = teacher_costs(conn, teachers)
     return out
+
+
+def _writer_lock(run_dir: Path, collect: bool) -> Any:
+    """Collecting writes the ledger: take the run's writer lock (a running `mathforge run` is collecting already)."""
+    import contextlib
+
+    from mathforge.pipeline.lock import RunLock
+
+    return RunLock(run_dir) if collect else contextlib.nullcontext()
 
 
 def _collect(ledger: Ledger, store: BatchStore, teachers: dict[str, Any], wait: bool) -> int:

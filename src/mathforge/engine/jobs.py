@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Sequence
 
-from mathforge.backends.base import GenRequest
+from mathforge.request import GenRequest
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from mathforge.config import StrictModel
+from mathforge.request import MAX_TOKENS, TEMPERATURE, TOP_P
 from mathforge.verify.stage import VerifyConfig
 
 # The split a benchmark is scored on; None = the dataset's single file (SVAMP ships one SVAMP.json).
@@ -49,9 +50,9 @@ class EvalConfig(StrictModel):
     limit: int | None = Field(None, ge=1, description="first N problems of every benchmark (default: all)")
     greedy: bool = Field(True, description="score one greedy (temperature 0) answer per problem")
     k: int = Field(1, ge=1, description="samples per problem for maj@k, pass@k and mean pass@1 (1 = none)")
-    temperature: float = Field(0.7, gt=0, description="sampling temperature of the k samples")
-    top_p: float = Field(0.95, gt=0, le=1, description="nucleus mass of the k samples")
-    max_tokens: int = Field(512, ge=1, description="most new tokens per answer")
+    temperature: float = Field(TEMPERATURE, gt=0, description="sampling temperature of the k samples")
+    top_p: float = Field(TOP_P, gt=0, le=1, description="nucleus mass of the k samples")
+    max_tokens: int = Field(MAX_TOKENS, ge=1, description="most new tokens per answer")
     prompt: str | None = Field(None, description="prompt template for every benchmark (default: each dataset's own)")
     system_prompt: str | None = Field(None, description="replaces the template's system prompt")
     base: str | None = Field(None, description="model the deltas are measured against (default: the first model)")

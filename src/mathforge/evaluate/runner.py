@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from mathforge.datasets import get_loader, load
 from mathforge.evaluate.compare import RESULTS_KIND, comparison_rows, markdown_table
@@ -27,6 +27,9 @@ from mathforge.records import SAMPLE_SCHEMA, Problem
 from mathforge.store import write_table
 from mathforge.verify import majority_vote
 from mathforge.verify.stage import run_verify_stage
+
+if TYPE_CHECKING:
+    from mathforge.pipeline.context import RunContext
 
 GROUP_KEYS = {"level": "level", "subject": "type"}  # breakdown name -> Problem.meta key (MATH, MATH-500)
 
@@ -56,7 +59,7 @@ def _generate_config(cfg: EvalConfig, models: list[str], prompt: str, mode: str)
     return GenerateConfig(k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, **common)
 
 
-def _rows(ctx: Any, planned: list[Planned], bench: Benchmark, mode: str) -> tuple[list[dict[str, Any]], int]:
+def _rows(ctx: "RunContext", planned: list[Planned], bench: Benchmark, mode: str) -> tuple[list[dict[str, Any]], int]:
     """Sample rows of one (benchmark, mode) plan, with the columns scoring and the viewer need."""
     rows, missing = collect_samples(ctx.ledger, planned)
     by_id = {p.id: p for p in bench.problems}
@@ -93,7 +96,7 @@ def outcomes_for(problems: list[Problem], rows: list[dict[str, Any]], timeout: f
     return list(out.values())
 
 
-def run_eval(ctx: Any, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
+def run_eval(ctx: "RunContext", cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
     """Generate, verify and score every (model, benchmark); write the outputs to ``out_dir``; return results."""
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
@@ -133,7 +136,7 @@ def run_eval(ctx: Any, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _answers(ctx: Any, benches: list[Benchmark], plans: dict, names: list[str]) -> tuple[list[dict], dict]:
+def _answers(ctx: "RunContext", benches: list[Benchmark], plans: dict, names: list[str]) -> tuple[list[dict], dict]:
     """Every answered request as a sample row, and how many answers each (model, benchmark) lacks."""
     rows: list[dict[str, Any]] = []
     missing: dict[tuple[str, str], int] = {(n, b.spec.name): 0 for n in names for b in benches}
@@ -181,7 +184,7 @@ def _problem_row(model: str, benchmark: str, o: ProblemOutcome) -> dict[str, Any
     }
 
 
-def _model_info(ctx: Any, name: str, config: Any) -> dict[str, Any]:
+def _model_info(ctx: "RunContext", name: str, config: Any) -> dict[str, Any]:
     model, endpoint = ctx.backend(name).identity()
     return {"model": model, "endpoint": endpoint, "backend": config.backend, "adapter": getattr(config, "adapter", None)}
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from mathforge.evaluate.config import BenchmarkSpec, EvalConfig
 from mathforge.evaluate.runner import run_eval
-from mathforge.pipeline.stages import Stage
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
 
 __all__ = ["BenchmarkSpec", "EvalConfig", "EvalStage"]
 
@@ -14,11 +15,12 @@ __all__ = ["BenchmarkSpec", "EvalConfig", "EvalStage"]
 class EvalStage(Stage):
     name = "eval"
     Config = EvalConfig
-    writes = None
+    inputs = {"model": Port("model", optional=True)}  # a student trained earlier in the run (adapters resolve there)
+    outputs = {"results": Port("eval", folder=True, file="{id}")}
     stage_id = "eval"
 
-    def run(self, ctx: Any, cfg: EvalConfig) -> dict[str, Any]:
-        doc = run_eval(ctx, cfg, ctx.path(self.stage_id))
+    def run(self, ctx: RunContext, cfg: EvalConfig) -> dict[str, Any]:
+        doc = run_eval(ctx, cfg, ctx.output_in_place("results"))
         gen = doc["generation"]
         headline = {
             f"{r['model']}/{r['benchmark']}": {m: round(s["value"], 4) for m, s in r["metrics"].items()}

@@ -55,9 +55,10 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run (or resume) every arm; returns what ``experiment.json`` holds, with the eval results under ``eval``."""
     run_dir = Path(cfg.run_dir)
     teacher = LocalConfig(model=cfg.model, batch_size=cfg.batch_size, threads=cfg.threads)
-    ctx = RunContext(run_dir, teachers={BASE: teacher}, seed=cfg.seed)
-    t0 = time.perf_counter()
     steps = set(cfg.steps)
+    # Arms may train side by side in separate processes; only the one that samples is the run directory's writer.
+    ctx = RunContext(run_dir, teachers={BASE: teacher}, seed=cfg.seed, shared="sample" not in steps)
+    t0 = time.perf_counter()
     doc: dict[str, Any] = {"config": cfg.model_dump(mode="json")}
     try:
         if steps & {"sample", "train"}:

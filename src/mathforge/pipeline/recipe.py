@@ -1,4 +1,4 @@
-"""Recipes: YAML validated into typed configs, run stage by stage over a run directory.
+"""Recipes: YAML validated into typed configs (``pipeline.runner`` runs them over a run directory).
 
 A recipe is ``name``, optional ``run_dir``/``seed``, named ``teachers`` (each a backend config), and an ordered
 list of ``stages``, each a one-key mapping ``{stage_name: {its config}}``. Every level rejects unknown keys.
@@ -7,7 +7,6 @@ list of ``stages``, each a one-key mapping ``{stage_name: {its config}}``. Every
 from __future__ import annotations
 
 import importlib.resources
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,8 @@ from typing import Any
 from pydantic import Field
 
 from mathforge.backends import BackendConfig, parse_teacher
-from mathforge.config import Secrets, StrictModel, dump_yaml, load_yaml, read_text, validate
+from mathforge.config import Secrets, StrictModel, load_yaml, read_text, validate
 from mathforge.errors import ConfigError
-from mathforge.pipeline.context import RunContext
-from mathforge.pipeline.progress import console
 from mathforge.pipeline.stages import stage_class
 
 
@@ -27,6 +24,8 @@ class RecipeHeader(StrictModel):
     description: str = Field("", description="what this recipe is for")
     run_dir: str | None = Field(None, description="where the run directory goes (default runs/<name>)")
     seed: int = Field(0, description="base seed for sampling and splits")
+    allow_partial: bool = Field(False, description="let later stages run on data that lacks answers to failed "
+                                                   "requests (the run still exits with code 3)")
     teachers: dict[str, Any] = Field(default_factory=dict, description="named model backends used by stages")
     stages: list[Any] = Field(description="ordered stages, each {stage_name: {config}}")
 
@@ -41,6 +40,7 @@ class Recipe:
     stages: list[tuple[str, str, Any]]  # (stage name, stage id, config)
     source: str = "<recipe>"
     secrets: Secrets = field(default_factory=Secrets)
+    allow_partial: bool = False
 
     def effective(self) -> dict[str, Any]:
         """The config with defaults filled in and secrets masked: what is written to the run directory."""
@@ -49,6 +49,7 @@ class Recipe:
             "description": self.description,
             "run_dir": self.run_dir,
             "seed": self.seed,
+            "allow_partial": self.allow_partial,
             "teachers": {k: v.model_dump(mode="json") for k, v in self.teachers.items()},
             "stages": [{name: cfg.model_dump(mode="json")} for name, _, cfg in self.stages],
         }
@@ -93,7 +94,8 @@ def _parse(data: Any, where: str, secrets: Secrets) -> Recipe:
         seen[name] = seen.get(name, 0) + 1
         stage_id = name if seen[name] == 1 else f"{name}-{seen[name]}"
         stages.append((name, stage_id, validate(cls.Config, cfg_data, f"{where}: stages[{i}].{name}")))
-    return Recipe(header.name, header.description, header.run_dir, header.seed, teachers, stages, where, secrets)
+    return Recipe(header.name, header.description, header.run_dir, header.seed, teachers, stages, where, secrets,
+                  header.allow_partial)
 
 
 def load_recipe(spec: str) -> Recipe:
@@ -101,27 +103,6 @@ def load_recipe(spec: str) -> Recipe:
     return parse_recipe(load_yaml(read_text(path), str(path)), str(path))
 
 
-def run_recipe(recipe: Recipe, run_dir: str | Path | None = None, *, only: list[str] | None = None) -> dict[str, Any]:
-    """Run every stage in order over the run directory; returns the run summary (also written to summary.json)."""
-    from mathforge.summary import build_summary, write_summary
+from mathforge.pipeline.runner import run_recipe  # noqa: E402  (its home is the runner; kept importable from here)
 
-    run_dir = Path(run_dir or recipe.run_dir or Path("runs") / recipe.name)
-    ctx = RunContext(run_dir, teachers=recipe.teachers, seed=recipe.seed)
-    (run_dir / "recipe.yaml").write_text(dump_yaml(recipe.effective()), encoding="utf-8")
-    t0, started = time.perf_counter(), time.time()
-    try:
-        for name, stage_id, cfg in recipe.stages:
-            if only and name not in only and stage_id not in only:
-                continue
-            stage = stage_class(name)()
-            stage.stage_id = stage_id
-            ts = time.perf_counter()
-            console.log(f"[bold cyan]stage {stage_id}[/] …")
-            metrics = stage.run(ctx, cfg) or {}
-            metrics["seconds"] = round(time.perf_counter() - ts, 3)
-            ctx.metrics[stage_id] = metrics
-        summary = build_summary(ctx, wall=time.perf_counter() - t0, started=started)
-        write_summary(run_dir, summary)
-        return summary
-    finally:
-        ctx.close()
+__all__ = ["Recipe", "bundled_recipes", "load_recipe", "parse_recipe", "resolve_recipe_path", "run_recipe"]

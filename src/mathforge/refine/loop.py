@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mathforge.backends import SamplingParams
 from mathforge.records import Problem
 from mathforge.refine.judge import apply_verifier, parse_judgement
 from mathforge.refine.prompts import judge_messages, rewrite_messages
@@ -20,6 +19,7 @@ from mathforge.refine.send import Usage, failure, plan, send
 from mathforge.verify import verify_rows
 
 if TYPE_CHECKING:
+    from mathforge.pipeline.context import RunContext
     from mathforge.refine.stage import RefineConfig, SamplingConfig
 
 EXTRA_COLUMNS = ("lineage", "score", "scores", "feedback", "judge_error", "judge_attempts", "judge_overridden",
@@ -34,9 +34,6 @@ class RefineResult:
     usage: dict[str, dict[str, Any]]
 
 
-def _params(s: "SamplingConfig", seed: int | None) -> SamplingParams:
-    return SamplingParams(s.temperature, s.top_p, s.max_tokens, seed, tuple(s.stop) if s.stop else None)
-
 
 def _problem(row: dict[str, Any]) -> Problem:
     return Problem(id=row["problem_id"], question=row["question"], answer=row.get("gold"))
@@ -46,9 +43,9 @@ def _verify(rows: list[dict[str, Any]], extractors: list[str] | None) -> list[di
     return verify_rows(rows, extractors=extractors) if rows else []
 
 
-def judge_versions(ctx: Any, versions: list[dict[str, Any]], cfg: "RefineConfig", teacher: str, usage: Usage) -> None:
+def judge_versions(ctx: "RunContext", versions: list[dict[str, Any]], cfg: "RefineConfig", teacher: str, usage: Usage) -> None:
     """Score each version in place; a reply still malformed after the last attempt is recorded as a judge failure."""
-    params = _params(cfg.judge_sampling, cfg.seed if cfg.seed is not None else ctx.seed)
+    params = cfg.judge_sampling.params(cfg.seed if cfg.seed is not None else ctx.seed)
     pending = list(versions)
     for v in pending:
         v.update(score=None, scores=None, feedback=None, judge_error=None, judge_attempts=0, judge_overridden=False)
@@ -98,10 +95,10 @@ def rewrite_reason(v: dict[str, Any], cfg: "RefineConfig") -> str:
 
 
 def rewrite_versions(
-    ctx: Any, parents: list[dict[str, Any]], cfg: "RefineConfig", teacher: str, usage: Usage
+    ctx: "RunContext", parents: list[dict[str, Any]], cfg: "RefineConfig", teacher: str, usage: Usage
 ) -> list[dict[str, Any]]:
     """One rewrite per parent, one round later; parents whose request failed get outcome 'rewrite-failed'."""
-    params = _params(cfg.rewrite_sampling, cfg.seed if cfg.seed is not None else ctx.seed)
+    params = cfg.rewrite_sampling.params(cfg.seed if cfg.seed is not None else ctx.seed)
     planned = []
     for v in parents:
         messages = rewrite_messages(
@@ -167,7 +164,7 @@ def _rank(v: dict[str, Any]) -> tuple:
     return (correct, v["score"] if v.get("score") is not None else -1.0, v["round"])
 
 
-def refine_samples(ctx: Any, rows: list[dict[str, Any]], cfg: "RefineConfig", refiner: str, judge: str) -> RefineResult:
+def refine_samples(ctx: "RunContext", rows: list[dict[str, Any]], cfg: "RefineConfig", refiner: str, judge: str) -> RefineResult:
     """Run the loop over ``rows`` (samples, verified or not) and return every version with the best of each."""
     usage = {"judge": Usage(), "rewrite": Usage()}
     fresh = [{k: v for k, v in r.items() if k not in EXTRA_COLUMNS} for r in rows]  # drop an earlier refine's notes

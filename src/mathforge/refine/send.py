@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from mathforge.backends import GenRequest, SamplingParams
-from mathforge.generate import Planned, run_generation
+from mathforge.generate import run_generation
+from mathforge.pipeline.context import RunContext
 from mathforge.records import Problem
-from mathforge.store.ledger import OK, LedgerRow, request_key
+from mathforge.request import Planned, SamplingParams, plan_request
+from mathforge.store.ledger import OK, LedgerRow
 
 _SUMMED = ("requests", "cached", "sent", "failed", "new_tokens_out", "gen_seconds", "api_calls", "abandoned_calls")
 
@@ -35,7 +36,7 @@ class Usage:
 
 
 def plan(
-    ctx: Any,
+    ctx: RunContext,
     teacher: str,
     problem: Problem,
     prompt_key: str,
@@ -45,14 +46,11 @@ def plan(
     meta: dict[str, Any] | None = None,
 ) -> Planned:
     """One request of ``teacher`` keyed by its content (model, endpoint, messages, params, sample index)."""
-    model, endpoint = ctx.backend(teacher).identity()
-    key = request_key(model=model, endpoint=endpoint, messages=messages, params=params.as_dict(),
-                      sample_index=sample_index)
-    request = GenRequest(key, messages, params, sample_index, {"problem_id": problem.id, **(meta or {})})
-    return Planned(problem, teacher, model, prompt_key, request)
+    return plan_request(ctx.backend(teacher).identity(), teacher, problem, prompt_key, messages, params,
+                        sample_index, meta)
 
 
-def send(ctx: Any, planned: Sequence[Planned], usage: Usage, retry_failed: bool = False) -> dict[str, LedgerRow]:
+def send(ctx: RunContext, planned: Sequence[Planned], usage: Usage, retry_failed: bool = False) -> dict[str, LedgerRow]:
     """Send what the ledger has no answer for; return the answered rows by key (failed requests are absent)."""
     if not planned:
         return {}
@@ -61,7 +59,7 @@ def send(ctx: Any, planned: Sequence[Planned], usage: Usage, retry_failed: bool 
     return {k: r for k, r in rows.items() if r.status == OK}
 
 
-def failure(ctx: Any, key: str) -> str:
+def failure(ctx: RunContext, key: str) -> str:
     """Why a request has no answer (its last recorded error), for reject reasons."""
     row = ctx.ledger.get(key)
     if row is None:

@@ -1,4 +1,4 @@
-"""The refine stage: judge → rewrite → re-verify rounds over the latest samples table.
+"""The refine stage: judge → rewrite → re-verify rounds over the samples its lineage names.
 
 Writes ``<stage>.parquet`` (the best version of every input sample, as the next samples table) and
 ``<stage>-rounds.parquet`` (every version of every round with its parent, scores, critique and outcome).
@@ -13,18 +13,11 @@ from pydantic import Field
 
 from mathforge.config import StrictModel
 from mathforge.errors import ConfigError
-from mathforge.pipeline.stages import Stage
-from mathforge.records import SAMPLE_SCHEMA
-from mathforge.refine.loop import EXTRA_COLUMNS, RefineResult, refine_samples
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
+from mathforge.refine.loop import RefineResult, refine_samples
 from mathforge.refine.prompts import CRITERIA, Criterion
-from mathforge.store import read_rows, write_table
-
-
-class SamplingConfig(StrictModel):
-    temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")
-    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
-    max_tokens: int = Field(512, ge=1, description="most new tokens per reply")
-    stop: list[str] | None = Field(None, description="stop strings")
+from mathforge.request import SamplingConfig
 
 
 class RefineConfig(StrictModel):
@@ -49,24 +42,12 @@ class RefineConfig(StrictModel):
     retry_failed: bool = Field(False, description="re-send requests recorded as failed")
 
 
-def teachers_of(ctx: Any, cfg: RefineConfig) -> tuple[str, str]:
+def teachers_of(ctx: RunContext, cfg: RefineConfig) -> tuple[str, str]:
     """(refiner, judge) teacher names, defaulting to the recipe's first teacher."""
     if not ctx.teachers and not (cfg.refiner and cfg.judge):
         raise ConfigError("refine: the recipe defines no teachers")
     refiner = cfg.refiner or next(iter(ctx.teachers))
     return refiner, cfg.judge or refiner
-
-
-def input_samples(ctx: Any, stage_id: str) -> list[dict[str, Any]]:
-    """The samples to refine; when the latest table is this stage's own output (a rerun), its round-0 inputs."""
-    rounds = ctx.path(f"{stage_id}-rounds.parquet")
-    if ctx.tables.get("samples") == f"{stage_id}.parquet" and rounds.exists():
-        return [
-            {k: v for k, v in row.items() if k not in EXTRA_COLUMNS}
-            for row in read_rows(rounds)
-            if row["lineage"] == row["id"]
-        ]
-    return ctx.samples()
 
 
 def refine_metrics(result: RefineResult) -> dict[str, Any]:
@@ -88,12 +69,14 @@ def refine_metrics(result: RefineResult) -> dict[str, Any]:
 class RefineStage(Stage):
     name = "refine"
     Config = RefineConfig
-    writes = "samples"
+    inputs = {"samples": Port("samples")}
+    # "rounds" is its own kind: every version of every round, never read as the samples of a later stage
+    outputs = {"samples": Port("samples"), "rounds": Port("refine-rounds")}
     stage_id = "refine"
 
-    def run(self, ctx: Any, cfg: RefineConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, cfg: RefineConfig) -> dict[str, Any]:
         refiner, judge = teachers_of(ctx, cfg)
-        result = refine_samples(ctx, input_samples(ctx, self.stage_id), cfg, refiner, judge)
-        write_table(ctx.path(f"{self.stage_id}-rounds.parquet"), result.versions, SAMPLE_SCHEMA)
-        ctx.write_samples(self.stage_id, result.selected)
+        result = refine_samples(ctx, ctx.input("samples").to_pylist(), cfg, refiner, judge)
+        ctx.output("rounds").write(result.versions)
+        ctx.output("samples").write(result.selected)
         return refine_metrics(result)

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import yaml
 
 from mathforge.engine.accounting import Pricing
 from mathforge.engine.cost import read_costs
 from mathforge.evaluate.compare import find_results
+from mathforge.pipeline.state import RunState
 
 SAMPLE_COLUMNS = ["problem_id", "teacher", "tokens_out", "correct", "extracted", "normalized", "mode"]
 
@@ -45,8 +45,10 @@ def _json(path: Path) -> dict[str, Any]:
 def _rows(path: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    names = pq.read_schema(path).names
-    return pq.read_table(path, columns=[c for c in columns if c in names] if columns else None).to_pylist()
+    from mathforge.store.shards import ShardReader  # a single file or a shard directory
+
+    return ShardReader(path).to_pylist() if not columns else [
+        r for batch in ShardReader(path).batches(columns=columns) for r in batch]
 
 
 def _count(path: Path, only_correct: bool = False) -> int | None:
@@ -54,7 +56,9 @@ def _count(path: Path, only_correct: bool = False) -> int | None:
         return None
     if only_correct:
         return sum(1 for r in _rows(path, ["correct"]) if r.get("correct") is True)
-    return pq.read_metadata(path).num_rows
+    from mathforge.store.shards import ShardReader
+
+    return ShardReader(path).num_rows
 
 
 def stage_funnel(run: Path, summary: dict[str, Any]) -> list[tuple[str, int]]:
@@ -184,7 +188,7 @@ def read_run(run: str | Path) -> RunData:
     """Gather one run directory's report data."""
     run = Path(run)
     summary = _json(run / "summary.json")
-    tables = _json(run / "state.json").get("tables", {})
+    tables = RunState(run).latest_tables()
     evals = find_results(run)
     usage, points = ledger_usage(run, teacher_prices(run, evals))
     add_costs(run, usage, teacher_configs(run, evals))

@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import Field
 
 from mathforge.config import StrictModel
-from mathforge.pipeline.stages import Stage
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import WHOLE_RUN, Port, Stage
 from mathforge.report.build import build_report
 
 
@@ -26,15 +27,16 @@ class ReportConfig(StrictModel):
 class ReportStage(Stage):
     name = "report"
     Config = ReportConfig
-    writes = None
+    inputs = {"run": Port(WHOLE_RUN)}
+    outputs = {"report": Port("report", folder=True)}
     stage_id = "report"
 
-    def run(self, ctx: Any, cfg: ReportConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, cfg: ReportConfig) -> dict[str, Any]:
         from mathforge.summary import build_summary, write_summary
 
         # The summary of the stages so far, so this run's own numbers are in its report.
         write_summary(ctx.run_dir, build_summary(ctx, wall=sum(m.get("seconds", 0.0) for m in ctx.metrics.values())))
-        out = ctx.path(cfg.out_dir)
-        metrics = build_report([ctx.run_dir, *cfg.compare], out, title=cfg.title, base=cfg.base,
+        out = ctx.output_dir("report", cfg.out_dir)
+        metrics = build_report([ctx.run_dir, *cfg.compare], out.path, title=cfg.title, base=cfg.base,
                                contrasts=cfg.contrasts)
-        return {"out_dir": str(out), "plots": len(metrics["plots"]), "eval_rows": len(metrics["eval"])}
+        return {"out_dir": str(out.final), "plots": len(metrics["plots"]), "eval_rows": len(metrics["eval"])}

@@ -1,8 +1,8 @@
 """The synthesize stage: new problems with pseudo-gold answers from the problems table or a file of math text.
 
-Writes ``<stage>.parquet`` as the next problems table (the new problems, plus the seeds with ``keep_seeds``), the
-rejected candidates with their reasons to rejected.parquet, and a snapshot of its seeds to ``<stage>-seeds.parquet``
-so that a rerun synthesises from the same seeds rather than from its own output.
+Reads its seeds from the problems table its lineage names (the load stage before it, never its own output) and
+writes ``<stage>.parquet`` as the next problems table (the new problems, plus the seeds with ``keep_seeds``) and the
+rejected candidates with their reasons to rejected.parquet.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pydantic import Field
 from mathforge.config import StrictModel
 from mathforge.curate.decontam import DecontamConfig, build_index
 from mathforge.errors import ConfigError
-from mathforge.pipeline.stages import Stage
-from mathforge.records import PROBLEM_SCHEMA, Problem
-from mathforge.refine.stage import SamplingConfig
-from mathforge.store import read_rows, write_table
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
+from mathforge.records import Problem
+from mathforge.request import SamplingConfig
 from mathforge.synth.passages import chunk_passages, read_passages
 from mathforge.synth.prompts import LEVELS, METHODS, Level, Method
 from mathforge.synth.synthesize import SynthResult, synthesize
@@ -52,24 +52,14 @@ class SynthesizeConfig(StrictModel):
     retry_failed: bool = Field(False, description="re-send requests recorded as failed")
 
 
-def seed_problems(ctx: Any, stage_id: str, cfg: SynthesizeConfig) -> list[Problem]:
-    """The seeds: the problems table, or this stage's snapshot of it when the table is this stage's own output."""
-    snapshot = ctx.path(f"{stage_id}-seeds.parquet")
-    if ctx.tables.get("problems") == f"{stage_id}.parquet" and snapshot.exists():
-        seeds = [Problem.from_row(r) for r in read_rows(snapshot)]
-    else:
-        seeds = ctx.problems()
-        write_table(snapshot, [p.to_row() for p in seeds], PROBLEM_SCHEMA)
-    return seeds[: cfg.max_seeds] if cfg.max_seeds else seeds
-
-
 class SynthesizeStage(Stage):
     name = "synthesize"
     Config = SynthesizeConfig
-    writes = "problems"
+    inputs = {"seeds": Port("problems", optional=True)}  # not needed when problems come from passages
+    outputs = {"problems": Port("problems")}
     stage_id = "synthesize"
 
-    def run(self, ctx: Any, cfg: SynthesizeConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, cfg: SynthesizeConfig) -> dict[str, Any]:
         if not ctx.teachers and not cfg.generator:
             raise ConfigError("synthesize: the recipe defines no teachers")
         generator = cfg.generator or next(iter(ctx.teachers))
@@ -82,8 +72,11 @@ class SynthesizeStage(Stage):
             passage_rejects = [({"id": p.id, "text": p.text}, reason) for p, reason in dropped]
             seeds = []
         else:
-            chunks, seeds = [], seed_problems(ctx, self.stage_id, cfg)
+            if not ctx.has_input("seeds"):
+                raise ConfigError(f"{ctx.run_dir}: synthesize needs seed problems (a load stage before it) or passages")
+            seeds = [Problem.from_row(r) for r in ctx.input("seeds").to_pylist()]
+            chunks, seeds = [], seeds[: cfg.max_seeds] if cfg.max_seeds else seeds
         result: SynthResult = synthesize(ctx, seeds, chunks, cfg, generator, cfg.solver or generator, index)
-        ctx.write_problems(self.stage_id, (seeds if cfg.keep_seeds else []) + result.problems)
+        ctx.output("problems").write([p.to_row() for p in (seeds if cfg.keep_seeds else []) + result.problems])
         ctx.reject(self.stage_id, passage_rejects + result.rejects)
         return result.metrics | {"passages_rejected": len(passage_rejects)}

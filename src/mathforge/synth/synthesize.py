@@ -11,7 +11,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mathforge.backends import SamplingParams
 from mathforge.curate.decontam import BenchmarkIndex
 from mathforge.prompts import build_messages, get_prompt
 from mathforge.records import Problem
@@ -23,7 +22,8 @@ from mathforge.synth.prompts import FROM_TEXT, LEVELS, passage_messages, seed_me
 from mathforge.synth.pseudo import pseudo_gold
 
 if TYPE_CHECKING:
-    from mathforge.refine.stage import SamplingConfig
+    from mathforge.pipeline.context import RunContext
+    from mathforge.request import SamplingConfig
     from mathforge.synth.stage import SynthesizeConfig
 
 
@@ -54,9 +54,6 @@ class SynthResult:
     metrics: dict[str, Any]
 
 
-def _params(s: "SamplingConfig", seed: int) -> SamplingParams:
-    return SamplingParams(s.temperature, s.top_p, s.max_tokens, seed, tuple(s.stop) if s.stop else None)
-
 
 def plan_candidates(seeds: list[Problem], passages: list[Passage], cfg: "SynthesizeConfig") -> list[Candidate]:
     """Every (source, method, level, index) to write a problem for, with a stable id."""
@@ -73,10 +70,10 @@ def plan_candidates(seeds: list[Problem], passages: list[Passage], cfg: "Synthes
     return out
 
 
-def write_problems(ctx: Any, cands: list[Candidate], cfg: "SynthesizeConfig", teacher: str, seed: int,
+def write_problems(ctx: "RunContext", cands: list[Candidate], cfg: "SynthesizeConfig", teacher: str, seed: int,
                    usage: Usage) -> None:
     """Ask the generator for each candidate's problem; fill in ``question`` or a reject ``reason``."""
-    params = _params(cfg.write_sampling, seed)
+    params = cfg.write_sampling.params(seed)
     planned = []
     for c in cands:
         messages = (passage_messages(c.source_text, c.level) if c.method == FROM_TEXT
@@ -106,10 +103,10 @@ def screen(cands: list[Candidate], seeds: list[Problem], cfg: "SynthesizeConfig"
         c.reason = reason
 
 
-def solve_and_vote(ctx: Any, cands: list[Candidate], cfg: "SynthesizeConfig", teacher: str, seed: int,
+def solve_and_vote(ctx: "RunContext", cands: list[Candidate], cfg: "SynthesizeConfig", teacher: str, seed: int,
                    usage: Usage) -> dict[str, Problem]:
     """Solve each live candidate k times, vote, and return the accepted problems by candidate id."""
-    params = _params(cfg.solve_sampling, seed)
+    params = cfg.solve_sampling.params(seed)
     live = [c for c in cands if c.reason is None]
     plans = {}
     for c in live:
@@ -148,7 +145,7 @@ def yields(cands: list[Candidate], key: str) -> dict[str, dict[str, Any]]:
 
 
 def synthesize(
-    ctx: Any,
+    ctx: "RunContext",
     seeds: list[Problem],
     passages: list[Passage],
     cfg: "SynthesizeConfig",
@@ -164,6 +161,10 @@ def synthesize(
     screen(cands, seeds, cfg, index)
     accepted = solve_and_vote(ctx, cands, cfg, solver, seed, usage["solve"])
     problems = [accepted[c.id] for c in cands if c.id in accepted]
+    by_id = {c.id: c for c in cands}
+    for p in problems:  # what the writer saw, so the accepted pairs can train a synthesiser (export style synthesis)
+        p.meta.update(source_text=by_id[p.id].source_text, writer=generator,
+                      writer_model=ctx.backend(generator).identity()[0])
     rejects = [(c.record(), c.reason) for c in cands if c.reason is not None]
     metrics = {
         "seeds": len(seeds),

@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import Field
 
 from mathforge.config import StrictModel
-from mathforge.export import ExportConfig, export, latest_curate_report
-from mathforge.pipeline.stages import Stage
+from mathforge.export import ExportConfig, export
+from mathforge.pipeline.context import RunContext
+from mathforge.pipeline.stages import Port, Stage
 from mathforge.records import Problem
 
 _CALC = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations, e.g. "<<48/2=24>>"
@@ -58,15 +59,17 @@ def reference_samples(problems: list[Problem], cfg: ReferenceSFTConfig) -> tuple
 class ReferenceSFTStage(Stage):
     name = "reference_sft"
     Config = ReferenceSFTConfig
+    inputs = {"problems": Port("problems")}
+    outputs = {"export": Port("export", folder=True)}
     stage_id = "reference_sft"
 
-    def run(self, ctx: Any, cfg: ReferenceSFTConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, cfg: ReferenceSFTConfig) -> dict[str, Any]:
         samples, rejected = reference_samples(ctx.problems(), cfg)
         ctx.reject(self.stage_id, rejected)
-        out = ctx.path(cfg.export.out_dir)
+        out = ctx.output_dir("export", cfg.export.out_dir)
         recipe = ctx.path("recipe.yaml")
-        provenance = {"name": ctx.run_dir.name, "seed": ctx.seed, "curate": latest_curate_report(ctx.run_dir),
+        provenance = {"name": ctx.run_dir.name, "seed": ctx.seed, "curate": None,
                       "recipe": recipe.read_text(encoding="utf-8") if recipe.exists() else None}
-        counts = export(samples, out, cfg.export, seed=ctx.seed, provenance=provenance)
+        counts = export(samples, out.path, cfg.export, seed=ctx.seed, provenance=provenance)
         return {"train": counts["train"]["rows"], "validation": counts["validation"]["rows"],
-                "rejected": len(rejected), "out_dir": str(out)}
+                "rejected": len(rejected), "out_dir": str(out.final)}

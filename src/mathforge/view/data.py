@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mathforge.evaluate.compare import find_results
+from mathforge.pipeline.state import RunState
 from mathforge.store import read_rows
 
 STATUSES = ("correct", "incorrect", "undecided", "rejected")
@@ -72,7 +73,7 @@ def load_items(run: str | Path) -> list[Item]:
     """The run's samples (verified table, else its latest), each eval's answers, and rejected.parquet."""
     run = Path(run)
     items: list[Item] = []
-    tables = json.loads((run / "state.json").read_text()).get("tables", {}) if (run / "state.json").exists() else {}
+    tables = RunState(run).latest_tables()
     samples = run / "verified.parquet" if (run / "verified.parquet").exists() else run / tables.get("samples", "")
     if samples.is_file():
         items += [sample_item(samples.stem, r) for r in read_rows(samples)]
