@@ -54,7 +54,10 @@ PROMPT = "cot"  # the prompt of sampling and eval; the exports train in its cont
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run (or resume) every arm; returns what ``experiment.json`` holds, with the eval results under ``eval``."""
     run_dir = Path(cfg.run_dir)
-    teacher = LocalConfig(model=cfg.model, batch_size=cfg.batch_size, threads=cfg.threads)
+    # float32 weights and static batches: how bench/results/science.md was measured; the quantisation is part of the
+    # ledger identity, so another setting would be another model (and would not rerun from that ledger)
+    teacher = LocalConfig(model=cfg.model, batch_size=cfg.batch_size, threads=cfg.threads, quantize="none",
+                          batching="static")
     steps = set(cfg.steps)
     # Arms may train side by side in separate processes; only the one that samples is the run directory's writer.
     ctx = RunContext(run_dir, teachers={BASE: teacher}, seed=cfg.seed, shared="sample" not in steps)
