@@ -4,10 +4,13 @@
 
 The server runs in its own process and every client run in a fresh process of its own, so the peak RSS reported
 (``ru_maxrss``) is the client's alone. Scenarios (server latency 0.8 s + 10 ms per completion token, 100-200 tokens):
-  S1   no limit, 2,000 requests: mathforge vs a plain AsyncOpenAI + semaphore(64) loop
+  S1   no limit, 2,000 requests
   S2   3,000 RPM / 600,000 TPM enforced by the server, 3,000 requests
-  S3   5% 5xx, 1% dropped connections, 0.5% 30 s hangs, 1,000 requests through `mathforge run` + `mathforge retry`
-  S1-20k  peak RSS for 20,000 requests under S1
+  S3   5% 5xx, 1% dropped connections, 0.5% 30 s hangs, 1,000 requests
+Each runs `mathforge run` on a recipe with default settings (what a README reader gets) and with tuned settings; S1
+also runs a plain AsyncOpenAI + semaphore(64) loop as the baseline; S3 then runs `mathforge retry`.
+  S1-20k  peak RSS for 20,000 requests under S1 (library API, tuned)
+Every row reports calls per kept answer from the server's own count of requests it received.
 """
 
 from __future__ import annotations
@@ -67,7 +70,38 @@ def client_mathforge(url: str, n: int, teacher: dict) -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
-def client_baseline(url: str, n: int, concurrency: int = 64) -> dict:
+def client_cli(url: str, n: int, teacher: dict) -> dict:
+    """What a README reader runs: `mathforge run` on a recipe (the CLI's own code path, in this process)."""
+    from mathforge.cli.main import app
+
+    d = Path(tempfile.mkdtemp())
+    with open(d / "problems.jsonl", "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"question": f"{PROMPT} clips? #{i}", "answer": "72"}) + "\n")
+    recipe = {
+        "name": "bench",
+        "teachers": {"fake": {"backend": "openai", "model": "fake", "base_url": url, "api_key_env": "BENCH_KEY",
+                              **teacher}},
+        "stages": [{"load": {"dataset": "generic", "path": str(d / "problems.jsonl")}},
+                   {"generate": {"k": 1, "max_tokens": 256, "prompt": "cot"}}],
+    }
+    (d / "recipe.yaml").write_text(json.dumps(recipe))
+    os.environ["BENCH_KEY"] = "sk-bench-not-a-real-key"
+    try:
+        app(["run", str(d / "recipe.yaml"), "-o", str(d / "run")], standalone_mode=False)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    summary = json.loads((d / "run" / "summary.json").read_text())
+    gen = summary["stages"]["generate"]
+    t = gen["teachers"]["fake"]
+    return {"seconds": gen["gen_seconds"], "ok": gen["samples"], "failed": gen.get("failed", 0),
+            "api_calls": summary["api_calls"], "abandoned": summary["api_calls_abandoned"], "retries": t["retries"],
+            "timeouts": t["timeouts"], "resends": t["resends"], "rate_limited": t["rate_limited_429"],
+            "http_client": t["http_client"], "run_dir": str(d / "run"), "peak_rss_mb": peak_rss_mb()}
+
+
+def client_baseline(url: str, n: int, teacher: dict | None = None, concurrency: int = 64) -> dict:
     """What a user writes first: AsyncOpenAI (its own retries on) behind a semaphore."""
     import openai
 
@@ -106,7 +140,7 @@ class Server:
         self.dir = tempfile.mkdtemp()
         port_file = Path(self.dir) / "port"
         self.proc = subprocess.Popen([sys.executable, str(SERVER), "--port-file", str(port_file), "--lifetime", "900"])
-        for _ in range(200):
+        for _ in range(1200):  # up to a minute on a busy machine
             if port_file.exists():
                 break
             time.sleep(0.05)
@@ -126,108 +160,104 @@ class Server:
 
 
 # -- scenarios --------------------------------------------------------------------------------------------------
-def s3_recipe_run(server: Server, n: int) -> dict:
-    """S3 through the CLI: `mathforge run` on a recipe, then `mathforge retry` for what failed after max_attempts."""
-    d = Path(tempfile.mkdtemp())
-    with open(d / "problems.jsonl", "w") as f:
-        for i in range(n):
-            f.write(json.dumps({"question": f"{PROMPT} clips? #{i}", "answer": "72"}) + "\n")
-    recipe = {
-        "name": "bench-s3",
-        "teachers": {"fake": {"backend": "openai", "model": "fake", "base_url": server.url, "api_key_env": "BENCH_KEY",
-                              "max_concurrency": 768, "max_attempts": 2}},
-        "stages": [{"load": {"dataset": "generic", "path": str(d / "problems.jsonl")}},
-                   {"generate": {"k": 1, "max_tokens": 256, "prompt": "cot"}}],
-    }
-    (d / "recipe.yaml").write_text(json.dumps(recipe))
-    env = dict(os.environ, BENCH_KEY="sk-bench-not-a-real-key")
-    mf = [sys.executable, "-m", "mathforge"]
-    run = subprocess.run(mf + ["run", str(d / "recipe.yaml"), "-o", str(d / "run")], env=env, capture_output=True,
-                         text=True, timeout=600)
-    if run.returncode:
-        raise RuntimeError(run.stderr[-3000:])
-    summary = json.loads((d / "run" / "summary.json").read_text())
-    gen = summary["stages"]["generate"]
-    failed_first = gen.get("failed", 0)
-    server_total = server.stats()["total"]
-    retry = subprocess.run(mf + ["retry", str(d / "run")], env=env, capture_output=True, text=True, timeout=600)
-    if retry.returncode:
-        raise RuntimeError(retry.stderr[-3000:])
-    import pyarrow.parquet as pq
+DEFAULTS: dict = {}  # what a README reader writes: no concurrency, limit or retry settings
+TUNED = {
+    "S1": {"max_concurrency": 1024, "initial_concurrency": 1024},
+    "S2": {"rpm": 3000, "tpm": 600000, "max_concurrency": 512},
+    "S3": {"max_concurrency": 768, "initial_concurrency": 768, "max_attempts": 2},
+}
+SERVER_CONFIG = {
+    "S1": {},
+    "S2": {"rpm": 3000, "tpm": 600000},
+    "S3": {"error_rate": 0.05, "drop_rate": 0.01, "hang_rate": 0.005, "hang_seconds": 30},
+}
+SIZE = {"S1": 2000, "S2": 3000, "S3": 1000}
+TITLE = {"S1": "S1 no limit, 2,000 req", "S2": "S2 3,000 RPM / 600k TPM, 3,000 req",
+         "S3": "S3 faults, 1,000 req"}
 
+
+def settings(teacher: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in teacher.items()) or "defaults"
+
+
+def retry_run(server: Server, run_dir: str) -> tuple[int, int]:
+    """`mathforge retry` on a run directory: (requests the server received, requests answered in the ledger)."""
+    before = server.stats()["total"]
+    env = dict(os.environ, BENCH_KEY="sk-bench-not-a-real-key")
+    out = subprocess.run([sys.executable, "-m", "mathforge", "retry", run_dir], env=env, capture_output=True, text=True,
+                         timeout=600)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
     from mathforge.store.ledger import Ledger
 
-    rows = pq.read_table(d / "run" / "generate.parquet").to_pylist()
-    with Ledger(d / "run" / "ledger.sqlite") as ledger:
-        counts = ledger.counts()
-    return {"seconds": gen["gen_seconds"], "ok_first": gen["samples"], "failed_first": failed_first,
-            "resent_by_retry": server.stats()["total"] - server_total, "ok": counts.get("ok", 0),
-            "failed": counts.get("failed", 0), "samples": len(rows), "unique": len({r["id"] for r in rows}),
-            "teacher": gen["teachers"]["fake"]}
+    with Ledger(Path(run_dir) / "ledger.sqlite") as ledger:
+        return server.stats()["total"] - before, ledger.counts().get("ok", 0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "api.md")
     ap.add_argument("--skip-20k", action="store_true")
+    ap.add_argument("--only", nargs="*", help="scenarios to run (S1 S2 S3)")
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of each scenario's requests (smoke runs)")
     ap.add_argument("--client")
     ap.add_argument("--url")
     ap.add_argument("--n", type=int)
     ap.add_argument("--teacher", default="{}")
     args = ap.parse_args()
     if args.client:
-        fn = client_mathforge if args.client == "mathforge" else client_baseline
-        result = fn(args.url, args.n, json.loads(args.teacher)) if args.client == "mathforge" else fn(args.url, args.n)
-        print(json.dumps(result))
+        fn = {"mathforge": client_mathforge, "cli": client_cli, "baseline": client_baseline}[args.client]
+        print(json.dumps(fn(args.url, args.n, json.loads(args.teacher))))
         return
 
     server = Server()
     rows: list[tuple] = []
+    load: list[float] = []
     try:
-        def exmin(r: dict, n: int) -> float:
-            return r["ok"] / r["seconds"] * 60 if n else 0.0
-
-        server.configure()
-        s1 = run_client("mathforge", server.url, 2000, {"max_concurrency": 1024})
-        st1 = server.stats()
-        print("S1 mathforge", s1, st1, flush=True)
-        server.configure()
-        b1 = run_client("baseline", server.url, 2000)
-        print("S1 baseline", b1, flush=True)
-        rows.append(("S1 no limit, 2,000 req", "mathforge (cap 1024)", f"{exmin(s1, 2000):,.0f}", f"{s1['peak_rss_mb']:.0f}",
-                     f"ok {s1['ok']}, failed {s1['failed']}, server peak in flight {st1['peak_in_flight']}"))
-        rows.append(("S1 no limit, 2,000 req", "AsyncOpenAI + semaphore(64)", f"{exmin(b1, 2000):,.0f}",
-                     f"{b1['peak_rss_mb']:.0f}", f"ok {b1['ok']}, failed {b1['failed']}"))
-
-        server.configure(rpm=3000, tpm=600000)
-        s2 = run_client("mathforge", server.url, 3000, {"rpm": 3000, "tpm": 600000, "max_concurrency": 512})
-        st2 = server.stats()
-        print("S2", s2, st2, flush=True)
-        r429 = st2["status"].get("429", 0)
-        rows.append(("S2 3,000 RPM / 600k TPM, 3,000 req", "mathforge", f"{exmin(s2, 3000):,.0f}",
-                     f"{s2['peak_rss_mb']:.0f}",
-                     f"{exmin(s2, 3000) / 3000:.1%} of ceiling; failed {s2['failed']}; 429s {r429} "
-                     f"({r429 / 3000:.2%} of requests)"))
-
-        server.configure(error_rate=0.05, drop_rate=0.01, hang_rate=0.005, hang_seconds=30)
-        s3 = s3_recipe_run(server, 1000)
-        print("S3", s3, server.stats(), flush=True)
-        t = s3["teacher"]
-        rows.append(("S3 faults, 1,000 req", "mathforge run + retry", f"{s3['ok_first'] / s3['seconds'] * 60:,.0f}", "-",
-                     f"first run: {s3['ok_first']} ok, {s3['failed_first']} failed after 2 attempts, "
-                     f"{t['retries']} retries, {t['timeouts']} timeouts; `mathforge retry` sent {s3['resent_by_retry']}; "
-                     f"final: ledger ok {s3['ok']}, failed {s3['failed']}, samples {s3['samples']} "
-                     f"({s3['unique']} unique)"))
-
+        for sc in args.only or ["S1", "S2", "S3"]:
+            n = max(10, int(SIZE[sc] * args.scale))
+            for label, teacher in (("defaults", DEFAULTS), ("tuned", TUNED[sc])):
+                server.configure(**SERVER_CONFIG[sc])
+                r = run_client("cli", server.url, n, teacher)
+                st = server.stats()
+                load.append(os.getloadavg()[0])
+                print(sc, label, r, st, flush=True)
+                exmin = r["ok"] / r["seconds"] * 60
+                notes = [f"ok {r['ok']}, failed {r['failed']}", f"server peak in flight {st['peak_in_flight']}"]
+                if sc == "S2":
+                    r429 = st["status"].get("429", 0)
+                    notes = [f"{exmin / 3000:.1%} of the 3,000/min ceiling", f"failed {r['failed']}",
+                             f"429s {r429} ({r429 / st['total']:.2%} of calls)"]
+                if sc == "S3":
+                    resent, ok_final = retry_run(server, r["run_dir"])
+                    notes += [f"{r['retries']} retries", f"{r['timeouts']} overdue", f"{r['resends']} early re-sends",
+                              f"{r['abandoned']} abandoned", f"`mathforge retry` sent {resent}, ledger ok {ok_final}"]
+                if r["api_calls"] != st["total"]:
+                    notes.append(f"client counted {r['api_calls']} calls")
+                notes.append(r["http_client"])
+                rows.append((TITLE[sc], f"`mathforge run` ({settings(teacher)})", f"{exmin:,.0f}",
+                             f"{r['peak_rss_mb']:.0f}", f"{st['total'] / r['ok']:.3f}" if r["ok"] else "-",
+                             "; ".join(notes)))
+            if sc == "S1":
+                server.configure()
+                b = run_client("baseline", server.url, n)
+                st = server.stats()
+                print("S1 baseline", b, st, flush=True)
+                rows.append((TITLE[sc], "AsyncOpenAI + semaphore(64) (baseline)", f"{b['ok'] / b['seconds'] * 60:,.0f}",
+                             f"{b['peak_rss_mb']:.0f}", f"{st['total'] / b['ok']:.3f}" if b["ok"] else "-",
+                             f"ok {b['ok']}, failed {b['failed']}"))
         if not args.skip_20k:
             server.configure()
-            s20 = run_client("mathforge", server.url, 20000, {"max_concurrency": 1024})
+            s20 = run_client("mathforge", server.url, 20000, TUNED["S1"])
+            st = server.stats()
             print("S1-20k", s20, flush=True)
-            rows.append(("S1 no limit, 20,000 req", "mathforge (cap 1024)", f"{exmin(s20, 20000):,.0f}",
-                         f"{s20['peak_rss_mb']:.0f}", f"ok {s20['ok']}, failed {s20['failed']}"))
+            rows.append(("S1 no limit, 20,000 req", f"library API ({settings(TUNED['S1'])})",
+                         f"{s20['ok'] / s20['seconds'] * 60:,.0f}", f"{s20['peak_rss_mb']:.0f}",
+                         f"{st['total'] / s20['ok']:.3f}", f"ok {s20['ok']}, failed {s20['failed']}"))
     finally:
         server.close()
-    table = ["| scenario | client | ex/min | peak client RSS (MB) | notes |", "|---|---|---|---|---|"]
+    table = ["| scenario | client and settings | ex/min | peak client RSS (MB) | calls per kept answer | notes |",
+             "|---|---|---|---|---|---|"]
     table += ["| " + " | ".join(r) + " |" for r in rows]
     print("\n".join(table))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -235,8 +265,9 @@ def main() -> None:
     text = args.out.read_text() if args.out.exists() else f"{marker}\n{marker}\n"
     head, _, rest = text.partition(marker)
     _, _, tail = rest.partition(marker)
-    load = os.getloadavg()
-    stamp = f"\nRun {time.strftime('%Y-%m-%d %H:%M')}, 1-min load average at the end {load[0]:.1f}, {os.cpu_count()} cores.\n\n"
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    stamp = (f"\nRun {time.strftime('%Y-%m-%d %H:%M')} on {cpu}, {os.cpu_count()} cores; 1-min load average after "
+             f"each scenario: {', '.join(f'{x:.1f}' for x in load)}.\n\n")
     args.out.write_text(head + marker + stamp + "\n".join(table) + "\n" + marker + tail)
 
 

@@ -130,3 +130,82 @@ def test_redact_removes_keys():
     key = "sk-proj-abcdefghijklmnop"
     text = redact(f"Incorrect API key provided: {key}; also sk-ab***mnop and AIzaSyD-123456", [key])
     assert key not in text and "mnop" not in text and "AIza" not in text
+
+
+def test_concurrency_holds_on_isolated_faults_and_shrinks_when_they_become_frequent():
+    c = AdaptiveConcurrency(cap=1024, initial=64)
+    for i in range(200):  # 2% of attempts fail: growth goes on
+        c.in_use = int(c.limit)
+        c.on_error() if i % 50 == 0 else c.on_success(1.0)
+    assert c.limit > 200
+    grown = c.limit
+    c._last_decrease = 0.0
+    for _ in range(30):  # a burst of failures: more than 20% of the last 100 attempts
+        c.on_error()
+    assert c.limit == grown * 0.8  # shrinks once per round trip, not once per failure
+    before = c.limit
+    for _ in range(20):  # still 30 bad in the last 100: no growth while the error rate is high
+        c.in_use = int(c.limit)
+        c.on_success(1.0)
+    assert c.limit == before
+
+
+def test_resend_policy_bound():
+    from mathforge.engine.attempts import ResendPolicy
+
+    p = ResendPolicy(share=0.01, calls=1000)
+    assert p.allowed == 10 and not p.may_resend(tail=False) and p.may_resend(tail=True)
+    p.used = 10
+    assert not p.may_resend(tail=True)
+    assert ResendPolicy(share=0.01, calls=40).allowed == 1 and ResendPolicy(share=0.0, calls=10**6).allowed == 0
+
+
+class _NullSink:
+    def __init__(self):
+        self.ok = 0
+
+    def ok_many(self, items):
+        self.ok += len(items)
+
+    def fail(self, request, error, *, final, abandoned=False):
+        raise AssertionError(error)
+
+
+def test_default_settings_grow_to_the_servers_capacity():
+    # A server that answers everything in 1 s: the defaults grow from 64 in flight to far past the old cap of 128.
+    from mathforge.backends.base import Completion, GenRequest, SamplingParams
+    from mathforge.engine import Engine, EngineConfig, Reply, make_jobs
+
+    in_flight = peak = 0
+
+    async def send(job):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(1.0)
+        in_flight -= 1
+        return Reply([Completion("x", "stop", 10, 5)], 10, 5)
+
+    params = SamplingParams(max_tokens=16)
+    reqs = [GenRequest(f"k{i}", [{"role": "user", "content": "q"}], params) for i in range(2500)]
+    sink = _NullSink()
+    engine = Engine("t", EngineConfig(), send, sink)
+    t0 = time.monotonic()
+    asyncio.run(engine.run(make_jobs(reqs, 1)))
+    assert sink.ok == 2500 and engine.stats.api_calls == 2500
+    assert peak >= 700 and engine.concurrency.limit >= 700, (peak, engine.concurrency.limit)
+    assert time.monotonic() - t0 < 15
+
+
+def test_open_file_limit_is_raised_or_the_cap_fitted(monkeypatch):
+    import resource
+
+    from mathforge.backends.openai_api import fit_open_files
+
+    limits = {"soft": 1024, "hard": 4096}
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, v: limits.update(soft=v[0]))
+    assert fit_open_files(1024, "t") == 1024 and limits["soft"] == 2 * 1024 + 256  # raised towards the hard limit
+    limits.update(soft=1024, hard=1024)
+    assert fit_open_files(1024, "t") == (1024 - 256) // 2  # cannot be raised: fewer in flight, said once
+    assert fit_open_files(100, "t") == 100

@@ -22,7 +22,8 @@ from mathforge.errors import ConfigError
 from mathforge.generate import GenerateConfig, GenerateStage, plan_requests
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.recipe import load_recipe
-from mathforge.records import Problem
+from mathforge.records import PROBLEM_SCHEMA, Problem
+from mathforge.store.shards import ShardWriter
 from mathforge.store.ledger import Ledger
 
 KEY = "sk-resume-test-key-0123456789"
@@ -165,6 +166,45 @@ def test_teachers_run_at_once_each_under_its_own_limit(server, tmp_path):
     assert slow["done"] == fast["done"] == 30 and fake.total == 60 and fake.status.get(429, 0) == 0
     # 30 requests at 10/s (after a 5-request burst) take ~2.5 s; at 40/s under 1 s: both ran, each at its own pace
     assert slow["ex_per_min"] < 900 < fast["ex_per_min"]
+
+
+def test_generate_in_windows_over_problem_shards_resumes_per_shard(server, tmp_path):
+    """Problems in 3 shards, requests sent in windows of 4: the samples are the unwindowed ones; after a failure
+    in the last shard, the rerun keeps the finished shards (not re-planned) and sends only what is missing."""
+    fake = server.configure(ServerConfig(base_latency=0.01, per_token=0.0, min_completion=5, max_completion=10))
+    recipe = load_recipe(str(write_recipe(tmp_path, server.url, 1)))
+    ctx = RunContext(tmp_path / "run", teachers=recipe.teachers)
+    writer = ShardWriter(ctx.path("problems.parquet"), PROBLEM_SCHEMA, rows_per_shard=4)
+    writer.write(Problem(f"p{i}", f"What is {i} + 2?", str(i + 2)).to_row() for i in range(10))
+    writer.commit()
+    ctx.add_file("problems", "problems", "problems.parquet")
+    stage = GenerateStage()
+    cfg = GenerateConfig(k=2, max_tokens=16, window=4)
+    real = GenerateStage._windows
+    calls: list[int] = []
+
+    def failing(self, ctx, cfg, source, shard, *rest):
+        calls.append(shard)
+        if shard == 2:
+            raise RuntimeError("killed in shard 2")
+        yield from real(self, ctx, cfg, source, shard, *rest)
+
+    try:
+        GenerateStage._windows = failing
+        with pytest.raises(RuntimeError):
+            stage.run(ctx, cfg)
+        GenerateStage._windows = real
+        sent_before = fake.total
+        assert sent_before == 16 and calls == [0, 1, 2]  # shards 0 and 1 (8 problems x k=2) were sent
+        m = stage.run(ctx, cfg)
+        assert m["shards_reused"] == 2 and m["sent"] == 4 and fake.total == 20 and m["samples"] == 20
+        samples = ctx.samples()
+        whole = [p.request.key for p in plan_requests(ctx, ctx.problems(), GenerateConfig(k=2, max_tokens=16))]
+        assert sorted(s["request_key"] for s in samples) == sorted(whole) and len(set(whole)) == 20
+        assert (tmp_path / "run" / "generate.parquet" / "_manifest.json").exists()
+    finally:
+        GenerateStage._windows = real
+        ctx.close()
 
 
 def test_twin_teachers_are_refused_before_anything_is_sent(server, tmp_path):

@@ -45,7 +45,8 @@ def write_recipe(tmp: Path, url: str) -> Path:
             f.write(json.dumps({"question": f"What is {i} + 5?", "answer": "5" if i % 3 else str(i + 5)}) + "\n")
     recipe = {"name": "crash",
               "teachers": {"fake": {"backend": "openai", "model": "fake", "base_url": url, "api_key_env": None,
-                                    "max_concurrency": 4}},
+                                    # no early re-sends: this test counts every second send as a repay
+                                    "max_concurrency": 4, "resend_share": 0}},
               "stages": [{"load": {"dataset": "generic", "path": str(tmp / "problems.jsonl")}},
                          {"generate": {"k": 1, "max_tokens": 40, "prompt": "cot"}},
                          {"verify": {"workers": 1}},

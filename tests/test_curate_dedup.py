@@ -134,3 +134,45 @@ def test_near_duplicate_clusters_are_connected_components():
     found = near_duplicates(sigs, 0.8)
     assert found[1][0] == 0 and found[2][0] == 1
     assert cluster_roots([h and h[0] for h in found]) == [0, 0, 0]
+
+
+def test_banded_lsh_finds_what_datasketch_minhashlsh_finds(tmp_path):
+    """The sorted-key band index returns the same candidates as datasketch's MinHashLSH at the same (b, r)."""
+    import random
+
+    from datasketch import LeanMinHash, MinHashLSH
+
+    from mathforge.curate.dedup import LSH_MARGIN, SignatureStore, lsh_params
+
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(400)]
+    base = [[rng.choice(vocab) for _ in range(80)] for _ in range(60)]
+    texts = []
+    for words in base:  # each text, and two edited copies of it at a few edit distances
+        texts.append(" ".join(words))
+        for edits in (1, 4):
+            copy = list(words)
+            for _ in range(edits):
+                copy[rng.randrange(len(copy))] = rng.choice(vocab)
+            texts.append(" ".join(copy))
+    rng.shuffle(texts)
+    sigs = signatures(texts)
+    got = near_duplicates(sigs, 0.8)
+    lsh = MinHashLSH(threshold=0.8 - LSH_MARGIN, num_perm=128)
+    assert (lsh.b, lsh.r) == lsh_params(0.8, 128)
+    want: list = [None] * len(texts)
+    for i, sig in enumerate(sigs):
+        m = LeanMinHash(seed=1, hashvalues=sig, scheme="affine32")
+        best = None
+        for c in sorted(lsh.query(m)):
+            j = float(np.count_nonzero(sigs[c] == sig)) / 128
+            if j >= 0.8 and (best is None or j > best[1]):
+                best = (c, j)
+        lsh.insert(i, m, check_duplication=False)
+        want[i] = best
+    assert got == want and sum(h is not None for h in got) > 40
+    store = SignatureStore(tmp_path / "s.sig", 128)
+    for lo in range(0, len(sigs), 50):  # the on-disk store, appended batch by batch, gives the same answer
+        store.append(sigs[lo:lo + 50])
+    assert near_duplicates(store, 0.8) == want
+    store.close()

@@ -129,3 +129,35 @@ def test_cli_curates_a_samples_file(tmp_path):
     out = tmp_path / "samples-curated"
     assert sorted(r["id"] for r in read_rows(out / "curated.parquet")) == ["s0", "s9"]
     assert "2 of 13 samples kept" in result.output
+
+
+def test_streamed_in_small_batches_and_rft_partitions_the_result_is_the_same(tmp_path, monkeypatch):
+    """The stage's path: records in batches of 2, RFT over partitions of at most 3 records (several problems per
+    partition, every sample of a problem in one), rejects and kept records handed out batch by batch."""
+    from mathforge.curate import streaming
+
+    cfg = bench_config(tmp_path)
+    whole = curate(rows(), cfg)
+    monkeypatch.setattr(streaming, "RFT_BUCKET", 3)
+    data = rows()
+    kept, rejected, emitted = [], [], []
+
+    def emit(batch):
+        emitted.append(len(batch))
+        kept.extend(batch)
+
+    funnel, report = streaming.curate_stream([("this run", (data[i:i + 2] for i in range(0, len(data), 2)))], cfg,
+                                             index=None if not cfg.decontam.enabled else _index(cfg),
+                                             emit=emit, reject=rejected.extend, work_dir=tmp_path)
+    assert sorted(r["id"] for r in kept) == sorted(r["id"] for r in whole.kept)
+    assert {r["id"]: why for r, why in rejected} == {r["id"]: why for r, why in whole.rejected}
+    assert funnel.to_dict()["steps"] == [{**s, "seconds": funnel.seconds[s["step"]]}
+                                         for s in whole.funnel.to_dict()["steps"]]
+    assert report["dedup_solutions"] == whole.report["dedup_solutions"]
+    assert len(emitted) >= 1 and not list(tmp_path.glob(".curate-*"))  # scratch files removed
+
+
+def _index(cfg):
+    from mathforge.curate.decontam import build_index
+
+    return build_index(cfg.decontam)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -163,7 +164,8 @@ def test_refine_and_synthesize_never_read_their_own_output(tmp_path):
         outputs = {"problems": Port("problems")}
 
         def run(self, ctx, cfg):
-            seen = ctx.problems()
+            seen = list(ctx.records("problems"))  # typed records, streamed in batches
+            assert all(isinstance(p, Problem) for p in seen) and ctx.input("problems").num_rows == len(seen)
             ctx.output("problems").write([Problem(p.id + "+", p.question).to_row() for p in seen])
             return {"read": [p.id for p in seen]}
 
@@ -208,3 +210,18 @@ def test_sampling_defaults_are_defined_once():
 
     assert SamplingParams().top_p == SamplingConfig().top_p == GenerateConfig().top_p == TOP_P
     assert RefineConfig().rewrite_sampling.top_p == EvalConfig(models=["m"], benchmarks=["gsm8k"]).top_p == TOP_P
+
+
+def test_an_input_whose_producer_has_not_run_is_an_error_not_an_older_table(server, tmp_path):
+    """Export of a run whose curate stage never ran must not fall back to the verified table."""
+    server.configure(FAST)
+    recipe_path, run = write_recipe(tmp_path, server.url, 4), tmp_path / "run"
+    res = invoke("run", str(recipe_path), "-o", str(run), "--only", "load", "--only", "generate", "--only", "verify")
+    assert res.exit_code == 0, res.output
+    res = invoke("run", str(recipe_path), "-o", str(run), "--only", "export")
+    assert res.exit_code == 2 and "reads samples from stage 'curate', which has not run yet" in res.flat
+    assert not (run / "export").exists()
+    lost = run / "verified.parquet"  # a shard directory (or a single file)
+    shutil.rmtree(lost) if lost.is_dir() else lost.unlink()
+    res = invoke("run", str(recipe_path), "-o", str(run), "--only", "curate")
+    assert res.exit_code == 2 and "'verify', which lost its output" in res.flat

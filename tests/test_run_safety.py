@@ -105,12 +105,12 @@ def test_a_failed_stage_leaves_the_previous_output_and_no_temp_files(tmp_path):
 
         import mathforge.export as ex
 
-        real, ex.export = ex.export, lambda samples, out, *a, **k: (real(samples, out, *a, **k), explode())
+        real, ex.export_batches = ex.export_batches, lambda b, out, *a, **k: (real(b, out, *a, **k), explode())
         try:
             with pytest.raises(Boom):
                 ExportStage().run(ctx, ExportConfig(formats=["jsonl"], validation_fraction=0))
         finally:
-            ex.export = real
+            ex.export_batches = real
         after = sorted(p.relative_to(ctx.run_dir) for p in ctx.path("export").rglob("*"))
         assert after == before and not [p for p in ctx.run_dir.iterdir() if TMP_MARK in p.name]
 

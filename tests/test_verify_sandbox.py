@@ -90,7 +90,7 @@ def test_host_is_unaffected():
         ("import itertools\nprint(sum(1 for p in itertools.permutations(range(5)) if p[0] < p[-1]))", "60"),
         ("open('note.txt', 'w').write('42')\nimport tempfile\nwith tempfile.TemporaryFile() as f:\n    f.write(b'1')\n"
          "print(open('note.txt').read())", "42"),
-        ("import decimal\ndecimal.getcontext().prec = 30\nprint(decimal.Decimal(1) / 7)", "0.142857142857142857142857142857"),
+        ("import decimal\ndecimal.getcontext().prec = 12\nprint(decimal.Decimal(1) / 7)", "0.142857142857"),
     ],
 )
 def test_normal_programs_get_the_right_answer(code, answer):

@@ -49,22 +49,28 @@ def attempt(body: str, prelude: str = UNHOOK) -> str:
 HOSTILE: dict[str, str] = {
     # --- the audit hook itself is not the wall
     "patch hook settings via sys.modules": attempt(
-        "import os\nrc = os.system('echo PWNED > MARKER')\nprint('PWNED' if rc == 0 else rc)\nopen('MARKER', 'w').write('x')\nprint('PWNED')",
+        "import os\nrc = os.system('echo PWNED > MARKER')\nprint('PWNED' if rc == 0 else rc)\n"
+        "open('MARKER', 'w').write('x')\nprint('PWNED')",
         PATCH_MAIN,
     ),
     "patch hook closure via gc then write": attempt("open('MARKER', 'w').write('x')\nprint('PWNED')"),
-    "patch hook closure via gc then shell": attempt("import os\nrc = os.system('id > MARKER')\nprint('PWNED' if rc == 0 else rc)"),
+    "patch hook closure via gc then shell": attempt("import os\nrc = os.system('id > MARKER')\n"
+        "print('PWNED' if rc == 0 else rc)"),
     # --- dir_fd writes and deletes
     "dir_fd create outside": attempt(
-        "import os\nd = os.open('TMPDIR', os.O_RDONLY)\nos.close(os.open('pwned', os.O_WRONLY | os.O_CREAT, dir_fd=d))\nprint('PWNED')",
+        "import os\nd = os.open('TMPDIR', os.O_RDONLY)\n"
+        "os.close(os.open('pwned', os.O_WRONLY | os.O_CREAT, dir_fd=d))\nprint('PWNED')",
         "",
     ),
-    "dir_fd unlink outside": attempt("import os\nos.unlink('keep.txt', dir_fd=os.open('TMPDIR', os.O_RDONLY))\nprint('PWNED')", ""),
+    "dir_fd unlink outside": attempt("import os\nos.unlink('keep.txt', dir_fd=os.open('TMPDIR', os.O_RDONLY))\n"
+        "print('PWNED')", ""),
     "dir_fd root then create": attempt(
-        "import os\nd = os.open('/', os.O_RDONLY)\nos.close(os.open('pwned', os.O_WRONLY | os.O_CREAT, dir_fd=d))\nprint('PWNED')"
+        "import os\nd = os.open('/', os.O_RDONLY)\nos.close(os.open('pwned', os.O_WRONLY | os.O_CREAT, dir_fd=d))\n"
+        "print('PWNED')"
     ),
     "dir_fd rename into root": attempt(
-        "import os\nopen('f', 'w').write('x')\nos.rename('f', 'f2', dst_dir_fd=os.open('/', os.O_RDONLY))\nprint('PWNED')"
+        "import os\nopen('f', 'w').write('x')\nos.rename('f', 'f2', dst_dir_fd=os.open('/', os.O_RDONLY))\n"
+        "print('PWNED')"
     ),
     # --- process creation, direct and indirect
     "concurrent.futures process pool": attempt(
@@ -75,9 +81,16 @@ HOSTILE: dict[str, str] = {
         "import importlib\nu = importlib.import_module('multiprocessing.util')\n"
         "u.spawnv_passfds('/bin/sh', ['sh', '-c', 'echo PWNED; id > MARKER'], ())\nprint('PWNED')"
     ),
-    "subprocess after unhook": attempt("import subprocess\nprint(subprocess.run(['/bin/sh', '-c', 'echo PWNED'], capture_output=True).stdout)"),
+    "_posixsubprocess.fork_exec directly": attempt(
+        "import _posixsubprocess, os\nr, w = os.pipe()\n"
+        "pid = _posixsubprocess.fork_exec([b'/bin/sh', b'-c', b'id > MARKER'], [b'/bin/sh'], True, (w,), None, None, "
+        "-1, -1, -1, -1, -1, -1, r, w, False, False, -1, None, None, -1, -1, None, False)\nprint('PWNED', pid)"
+    ),
+    "subprocess after unhook": attempt("import subprocess\n"
+        "print(subprocess.run(['/bin/sh', '-c', 'echo PWNED'], capture_output=True).stdout)"),
     "subprocess running the interpreter": attempt(
-        "import subprocess, sys\nout = subprocess.run([sys.executable, '-c', 'print(1)'], capture_output=True).stdout\nprint('PWNED', out)"
+        "import subprocess, sys\n"
+        "out = subprocess.run([sys.executable, '-c', 'print(1)'], capture_output=True).stdout\nprint('PWNED', out)"
     ),
     "posix_spawn": attempt("import os\nos.posix_spawn('/bin/sh', ['sh', '-c', 'id > MARKER'], {})\nprint('PWNED')"),
     "pty.fork": attempt("import pty\npid, fd = pty.fork()\nprint('PWNED', pid)"),
@@ -102,28 +115,35 @@ HOSTILE: dict[str, str] = {
     "raw _thread start": attempt("import _thread, time\n_thread.start_new_thread(time.sleep, (30,))\nprint('PWNED')"),
     # --- signals to processes outside
     "kill the victim": attempt("import os\nos.kill(VICTIM, 9)\nprint('PWNED')"),
-    "pidfd_send_signal to the victim": attempt("import os, signal\nsignal.pidfd_send_signal(os.pidfd_open(VICTIM), 9)\nprint('PWNED')"),
+    "pidfd_send_signal to the victim": attempt("import os, signal\n"
+        "signal.pidfd_send_signal(os.pidfd_open(VICTIM), 9)\nprint('PWNED')"),
     "pidfd via unittest.signals": attempt(
         "import os, unittest.signals as us\nus.signal.pidfd_send_signal(os.pidfd_open(VICTIM), 9)\nprint('PWNED')", ""
     ),
     "kill -1": attempt("import os\nos.kill(-1, 9)\nprint('PWNED')"),
     "kill every pid": attempt(
         "import os\nhit = 0\nfor p in range(2, 40000):\n    if p != os.getpid():\n        try:\n"
-        "            os.kill(p, 9)\n            hit += 1\n        except OSError:\n            pass\nprint('killed', hit)"
+        "            os.kill(p, 9)\n            hit += 1\n        except OSError:\n            pass\n"
+        "print('killed', hit)"
     ),
     "kill the parent": attempt("import os\nos.kill(os.getppid(), 9)\nos.killpg(os.getpgid(0), 9)\nprint('PWNED')"),
     # --- reads of the host
     "read /etc/passwd": attempt("print(open('/etc/passwd').read())\nprint('PWNED')"),
     "read a file in $HOME": attempt("print(open('SECRETFILE').read())\nprint('PWNED')"),
-    "expanduser home secret": attempt("import os\nprint(open(os.path.expanduser('~/secret.txt')).read())\nprint('PWNED')"),
-    "parent environ": attempt("import os\nprint(open(f'/proc/{os.getppid()}/environ').read())\nprint(open('/proc/1/environ').read())"),
+    "expanduser home secret": attempt("import os\nprint(open(os.path.expanduser('~/secret.txt')).read())\n"
+        "print('PWNED')"),
+    "parent environ": attempt("import os\nprint(open(f'/proc/{os.getppid()}/environ').read())\n"
+        "print(open('/proc/1/environ').read())"),
     "parent environ via /proc/self/..": attempt(
-        "import os\nfor p in ('/proc/self/../1/environ', f'/proc/self/../{os.getppid()}/environ', '/proc/self/../../proc/1/environ'):\n"
+        "import os\n"
+        "for p in ('/proc/self/../1/environ', f'/proc/self/../{os.getppid()}/environ', '/proc/self/../../proc/1/environ'):\n"
+        ""
         "    try:\n        print(open(p).read())\n    except OSError as e:\n        print(e)"
     ),
     "walk every /proc environ and cmdline": attempt(
         "import os\nfor p in os.listdir('/proc'):\n    for f in ('environ', 'cmdline'):\n        try:\n"
-        "            print(p, f, open(f'/proc/{p}/{f}', 'rb').read())\n        except OSError as e:\n            print(p, f, e)"
+        "            print(p, f, open(f'/proc/{p}/{f}', 'rb').read())\n        except OSError as e:\n"
+        "            print(p, f, e)"
     ),
     "environment of this process": attempt("import os\nprint(dict(os.environ))"),
     "host root through /proc/1/root": attempt(
@@ -144,21 +164,27 @@ HOSTILE: dict[str, str] = {
         "        os.close(os.open(f'f{n}', os.O_CREAT | os.O_WRONLY))\n        n += 1\nfinally:\n    print('files', n)"
     ),
     # --- native code and import tricks
-    "ctypes system": attempt("import ctypes\nrc = ctypes.CDLL(None).system(b'id > MARKER')\nprint('PWNED' if rc == 0 else rc)"),
+    "ctypes system": attempt("import ctypes\nrc = ctypes.CDLL(None).system(b'id > MARKER')\n"
+        "print('PWNED' if rc == 0 else rc)"),
     "ctypes raw socket syscall": attempt(
-        "import ctypes\nfd = ctypes.CDLL(None, use_errno=True).syscall(41, 2, 1, 0)\nprint('PWNED' if fd >= 0 else 'no socket')"
+        "import ctypes\nfd = ctypes.CDLL(None, use_errno=True).syscall(41, 2, 1, 0)\n"
+        "print('PWNED' if fd >= 0 else 'no socket')"
     ),
     "ctypes unshare a user namespace": attempt(
         "import ctypes\nrc = ctypes.CDLL(None).unshare(0x10000000)\nprint('PWNED' if rc == 0 else 'no userns')"
     ),
-    "ctypes via importlib": attempt("import importlib\nrc = importlib.import_module('ctypes').CDLL(None).system(b'id > MARKER')\nprint('PWNED' if rc == 0 else rc)", ""),
+    "ctypes via importlib": attempt("import importlib\n"
+        "rc = importlib.import_module('ctypes').CDLL(None).system(b'id > MARKER')\n"
+        "print('PWNED' if rc == 0 else rc)", ""),
     "subprocess loaded from its source file": attempt(
         "import importlib.util, sysconfig\n"
         "spec = importlib.util.spec_from_file_location('sp2', sysconfig.get_path('stdlib') + '/subprocess.py')\n"
-        "m = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(m)\nm.run(['/bin/sh', '-c', 'id > MARKER'])\nprint('PWNED')",
+        "m = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(m)\n"
+        "m.run(['/bin/sh', '-c', 'id > MARKER'])\nprint('PWNED')",
         "",
     ),
-    "__import__ by string concat": attempt("rc = getattr(__builtins__, '__imp' + 'ort__')('o' + 's').system('id > MARKER')\nprint('PWNED' if rc == 0 else rc)", ""),
+    "__import__ by string concat": attempt("rc = getattr(__builtins__, '__imp' + 'ort__')('o' + 's').system('id > MARKER')\n"
+        "print('PWNED' if rc == 0 else rc)", ""),
     "__subclasses__ walk to os.system": attempt(
         "c = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close'][0]\n"
         "rc = c.__init__.__globals__['system']('id > MARKER')\nprint('PWNED' if rc == 0 else rc)",
@@ -169,22 +195,28 @@ HOSTILE: dict[str, str] = {
         "ps = bi.load_module('_posixsubprocess')\nimport os\nos.fork()\nprint('PWNED', ps)",
         "",
     ),
-    "sys.modules swap": attempt("import sys\nsys.modules.pop('ctypes', None)\nrc = __import__('ctypes').CDLL(None).system(b'id > MARKER')\nprint('PWNED' if rc == 0 else rc)", ""),
+    "sys.modules swap": attempt("import sys\nsys.modules.pop('ctypes', None)\n"
+        "rc = __import__('ctypes').CDLL(None).system(b'id > MARKER')\nprint('PWNED' if rc == 0 else rc)", ""),
     # --- network
-    "tcp connect to a host listener": attempt("import socket\nsocket.create_connection(('127.0.0.1', PORT), timeout=1)\nprint('PWNED')"),
+    "tcp connect to a host listener": attempt("import socket\n"
+        "socket.create_connection(('127.0.0.1', PORT), timeout=1)\nprint('PWNED')"),
     "udp datagram to a host listener": attempt(
-        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('127.0.0.1', UPORT))\nprint('PWNED')"
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('127.0.0.1', UPORT))\n"
+        "print('PWNED')"
     ),
-    "urllib to a host listener": attempt("import urllib.request\nurllib.request.urlopen('http://127.0.0.1:PORT/', timeout=1)\nprint('PWNED')"),
+    "urllib to a host listener": attempt("import urllib.request\n"
+        "urllib.request.urlopen('http://127.0.0.1:PORT/', timeout=1)\nprint('PWNED')"),
     "asyncio connection": attempt(
-        "import asyncio\nasync def go():\n    await asyncio.open_connection('127.0.0.1', PORT)\nasyncio.run(go())\nprint('PWNED')"
+        "import asyncio\nasync def go():\n    await asyncio.open_connection('127.0.0.1', PORT)\nasyncio.run(go())\n"
+        "print('PWNED')"
     ),
     "raw _socket": attempt("import _socket\ns = _socket.socket()\ns.connect(('127.0.0.1', PORT))\nprint('PWNED')"),
     "abstract unix socket": attempt(
         "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect(b'\\0ABSTRACT')\nprint('PWNED')"
     ),
     # --- filesystem escapes
-    "symlink out of cwd": attempt("import os\nos.symlink('TMPDIR', 'esc')\nopen('esc/pwned', 'w').write('x')\nprint('PWNED')"),
+    "symlink out of cwd": attempt("import os\nos.symlink('TMPDIR', 'esc')\nopen('esc/pwned', 'w').write('x')\n"
+        "print('PWNED')"),
     "rename out of cwd": attempt("import os\nopen('f', 'w').write('x')\nos.rename('f', 'MARKER')\nprint('PWNED')"),
     "rename into the root": attempt("import os\nopen('f', 'w').write('x')\nos.rename('f', '/f')\nprint('PWNED')"),
     "hard link out of cwd": attempt("import os\nopen('f', 'w').write('x')\nos.link('f', 'MARKER')\nprint('PWNED')"),
@@ -196,7 +228,8 @@ HOSTILE: dict[str, str] = {
         "fs = []\ntry:\n    while len(fs) < 100000:\n        fs.append(open('/dev/null'))\nfinally:\n"
         "    print('fds', len(fs))\n    print('PWNED' if len(fs) > 100 else '')"
     ),
-    "raise the file limit": attempt("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))\nprint('PWNED')"),
+    "raise the file limit": attempt("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))\n"
+        "print('PWNED')"),
     "become root": attempt("import os\nos.setuid(0)\nprint('PWNED', os.getuid())"),
 }
 SPIN = attempt("import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass")
@@ -361,7 +394,7 @@ def test_killing_mathforge_leaves_no_sandbox_behind(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
     try:
         inside: list[int] = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # importing mathforge and the first ldd scan are slow on a loaded machine
         while not inside and time.monotonic() < deadline:
             time.sleep(0.1)
             inside = _descendants(proc.pid)

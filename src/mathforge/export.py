@@ -20,24 +20,31 @@ import random
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Iterator, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pydantic import Field
 
 from mathforge.config import StrictModel, dump_yaml
-from mathforge.errors import MathforgeError
+from mathforge.errors import ConfigError, MathforgeError
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
-from mathforge.store import write_table
+from mathforge.records import Problem
 
-Style = Literal["chat", "completion"]
+Style = Literal["chat", "completion", "synthesis"]
 Format = Literal["jsonl", "parquet", "dataset"]
 SPLITS = ("train", "validation")
 
 
 class ExportConfig(StrictModel):
     formats: list[Format] = Field(["jsonl", "parquet", "dataset"], description="any of: jsonl, parquet, dataset")
-    styles: list[Style] = Field(["chat", "completion"], description="chat messages and/or prompt-completion pairs")
+    styles: list[Style] = Field(["chat", "completion"], description="chat messages and/or prompt-completion pairs "
+                                "of the samples; synthesis: (seed or passage, method, level) -> new problem chats "
+                                "from a synthesize stage's problems, to train a synthesiser")
+    synthesis_solution: bool = Field(False, description="synthesis style: the reply holds the pseudo-gold solution "
+                                                        "after the problem")
     system_prompt: str | None = Field(None, description="system message of every exported chat (none by default)")
     prompt_template: str = Field(
         "Question: {question}\nAnswer: ", description="prompt of the prompt-completion style; {question} is filled in"
@@ -87,67 +94,138 @@ def split_problems(problem_ids: list[str], fraction: float, seed: int) -> set[st
     return set(ids[:k])
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+_BASE = [("id", pa.string()), ("problem_id", pa.string()), ("teacher", pa.string()), ("model", pa.string())]
+_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+SCHEMAS = {
+    "chat": pa.schema([*_BASE, ("messages", _MESSAGES)]),
+    "completion": pa.schema([*_BASE, ("prompt", pa.string()), ("completion", pa.string())]),
+    "sft": pa.schema([*_BASE, ("messages", _MESSAGES), ("split", pa.string())]),
+    "synthesis": pa.schema([*_BASE, ("method", pa.string()), ("level", pa.string()), ("messages", _MESSAGES)]),
+}
 
 
-def write_style(out: Path, style: str, splits: dict[str, list[dict[str, Any]]], formats: list[str]) -> None:
-    """One style's split files in each format (replacing an earlier export's); empty splits are left out."""
-    for old in (out / style, out / "dataset" / style):
-        if old.exists():
-            shutil.rmtree(old)
-    for split, rows in splits.items():
+class _Files:
+    """The export's open files: one JSONL and/or Parquet writer per (style, split), opened on first use."""
+
+    def __init__(self, root: Path, formats: list[str]):
+        self.root, self.formats = root, formats
+        self.jsonl: dict[Path, Any] = {}
+        self.parquet: dict[Path, pq.ParquetWriter] = {}
+
+    def write(self, name: str, schema_name: str, rows: list[dict[str, Any]], parquet_too: bool = False) -> None:
         if not rows:
-            continue
-        if "jsonl" in formats:
-            write_jsonl(out / style / f"{split}.jsonl", rows)
-        if "parquet" in formats:
-            write_table(out / style / f"{split}.parquet", rows)
-    if "dataset" in formats:
-        from datasets import Dataset, DatasetDict
-        from datasets.utils import logging as ds_logging
+            return
+        if "jsonl" in self.formats:
+            path = self.root / f"{name}.jsonl"
+            if path not in self.jsonl:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.jsonl[path] = open(path, "w", encoding="utf-8")
+            self.jsonl[path].write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        if "parquet" in self.formats or parquet_too:
+            path = self.root / f"{name}.parquet"
+            if path not in self.parquet:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.parquet[path] = pq.ParquetWriter(path, SCHEMAS[schema_name])
+            self.parquet[path].write_table(pa.Table.from_pylist(rows, SCHEMAS[schema_name]))
 
-        quiet = ds_logging.is_progress_bar_enabled()
-        ds_logging.disable_progress_bar()  # one bar per split per style is noise in a stage's output
-        try:
-            dd = DatasetDict({split: Dataset.from_list(rows) for split, rows in splits.items() if rows})
-            dd.save_to_disk(str(out / "dataset" / style))
-        finally:
-            if quiet:
-                ds_logging.enable_progress_bar()
+    def close(self) -> None:
+        for fh in self.jsonl.values():
+            fh.close()
+        for w in self.parquet.values():
+            w.close()
+
+
+def _save_datasets(root: Path, styles: list[str], formats: list[str]) -> None:
+    """``DatasetDict.save_to_disk`` per style, built from the split Parquet files (memory-mapped, never in RAM)."""
+    from datasets import Dataset, DatasetDict
+    from datasets.utils import logging as ds_logging
+
+    quiet = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()  # one bar per split per style is noise in a stage's output
+    cache = root / ".cache"
+    try:
+        for style in styles:
+            files = {sp: root / style / f"{sp}.parquet" for sp in SPLITS if (root / style / f"{sp}.parquet").exists()}
+            if not files:
+                continue
+            dd = DatasetDict({sp: Dataset.from_parquet(str(f), cache_dir=str(cache), keep_in_memory=False)
+                              for sp, f in files.items()})
+            dd.save_to_disk(str(root / "dataset" / style))
+            if "parquet" not in formats:
+                for f in files.values():
+                    f.unlink()
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        if quiet:
+            ds_logging.enable_progress_bar()
+
+
+def write_split_files(out: Path, style: str, splits: dict[str, list[dict[str, Any]]], formats: list[str]) -> None:
+    """One style's split files (JSONL, Parquet, a saved DatasetDict) from rows already in memory."""
+    files = _Files(out, formats)
+    try:
+        for sp, rows in splits.items():
+            files.write(f"{style}/{sp}", style, rows, parquet_too="dataset" in formats)
+    finally:
+        files.close()
+    if "dataset" in formats:
+        _save_datasets(out, [style], formats)
 
 
 def export(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, seed: int = 0,
            provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the export folder for ``samples``; returns counts (rows and problems per split)."""
-    out.mkdir(parents=True, exist_ok=True)
-    accepted = _accepted(samples, cfg)
-    held_out = split_problems([s["problem_id"] for s in accepted], cfg.validation_fraction,
-                              cfg.seed if cfg.seed is not None else seed)
-    split_of = {s["id"]: ("validation" if s["problem_id"] in held_out else "train") for s in accepted}
+    return export_batches(lambda: iter([samples]), out, cfg, seed, provenance)
+
+
+def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: Path, cfg: ExportConfig,
+                   seed: int = 0, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the export folder from sample batches (``batches()`` is read twice: once for the split by problem and
+    the card's counts, once to write), a batch in memory at a time. Returns counts."""
+    problems: set[str] = set()
+    teachers: Counter = Counter()
+    sources: Counter = Counter()
+    for rows in batches():
+        for s in _accepted(rows, cfg):
+            problems.add(s["problem_id"])
+            teachers[(s.get("teacher"), s.get("model"))] += 1
+            pid = str(s["problem_id"])
+            sources[pid.split("/", 1)[0] if "/" in pid else "(no dataset prefix)"] += 1
+    held_out = split_problems(list(problems), cfg.validation_fraction, cfg.seed if cfg.seed is not None else seed)
+    counts = {sp: {"rows": 0, "problems": 0} for sp in SPLITS}
+    counts["validation"]["problems"] = len(held_out)
+    counts["train"]["problems"] = len(problems) - len(held_out)
+    del problems
+    staging = Path(out)  # written in place: the stage hands a staging folder that is switched in whole
+    staging.mkdir(parents=True, exist_ok=True)
+    for old in [*(staging / st for st in ("chat", "completion", "dataset")), staging / "sft.jsonl",
+                staging / "sft.parquet"]:  # an earlier export's files in a folder written again
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+    files = _Files(staging, cfg.formats)
     builders = {"chat": sft_rows, "completion": completion_rows}
-    for style in cfg.styles:
-        rows = builders[style](accepted, cfg)
-        splits = {sp: [r for r in rows if split_of[r["id"]] == sp] for sp in SPLITS}
-        write_style(out, style, splits, cfg.formats)
-        if style == "chat":
-            flat = [{**r, "split": split_of[r["id"]]} for r in rows]
-            if "jsonl" in cfg.formats:
-                write_jsonl(out / "sft.jsonl", flat)
-            if "parquet" in cfg.formats:
-                write_table(out / "sft.parquet", flat)
-    counts = {
-        sp: {"rows": sum(1 for v in split_of.values() if v == sp),
-             "problems": len({s["problem_id"] for s in accepted if split_of[s["id"]] == sp})}
-        for sp in SPLITS
-    }
+    try:
+        for rows in batches():
+            accepted = _accepted(rows, cfg)
+            split_of = {s["id"]: ("validation" if s["problem_id"] in held_out else "train") for s in accepted}
+            for sp in SPLITS:
+                counts[sp]["rows"] += sum(1 for v in split_of.values() if v == sp)
+            for style in cfg.styles:
+                built = builders[style](accepted, cfg)
+                for sp in SPLITS:
+                    files.write(f"{style}/{sp}", style, [r for r in built if split_of[r["id"]] == sp],
+                                parquet_too="dataset" in cfg.formats)
+                if style == "chat":
+                    files.write("sft", "sft", [{**r, "split": split_of[r["id"]]} for r in built])
+    finally:
+        files.close()
+    if "dataset" in cfg.formats:
+        _save_datasets(staging, cfg.styles, cfg.formats)
     if cfg.card:
-        (out / "README.md").write_text(dataset_card(accepted, counts, cfg, provenance or {}), encoding="utf-8")
+        (staging / "README.md").write_text(dataset_card(teachers, sources, counts, cfg, provenance or {}),
+                                           encoding="utf-8")
     return counts
 
 
@@ -169,7 +247,7 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def dataset_card(accepted: list[dict[str, Any]], counts: dict[str, dict[str, int]], cfg: ExportConfig,
+def dataset_card(teachers: Counter, sources: Counter, counts: dict[str, dict[str, int]], cfg: ExportConfig,
                  provenance: dict[str, Any]) -> str:
     """README.md with hub metadata (configs, splits) and provenance: teachers, sources, counts, yields, recipe."""
     total = sum(c["rows"] for c in counts.values())
@@ -183,11 +261,8 @@ def dataset_card(accepted: list[dict[str, Any]], counts: dict[str, dict[str, int
     seed = cfg.seed if cfg.seed is not None else provenance.get("seed", 0)
     lines += ["", f"Styles: {', '.join(cfg.styles)}. Formats: {', '.join(cfg.formats)}. The split is by problem "
               f"({cfg.validation_fraction:.0%} of problems held out, seed {seed}).", ""]
-    teachers = Counter((s.get("teacher"), s.get("model")) for s in accepted)
     lines += ["## Teachers", "", "| teacher | model | rows |", "|---|---|---:|"]
     lines += [f"| {t} | {m} | {n:,} |" for (t, m), n in sorted(teachers.items(), key=lambda x: -x[1])]
-    sources = Counter(str(s["problem_id"]).split("/", 1)[0] if "/" in str(s["problem_id"]) else "(no dataset prefix)"
-                      for s in accepted)
     lines += ["", "## Problem sources", "", ", ".join(f"{src} ({n:,} rows)" for src, n in sources.most_common()), ""]
     curate = provenance.get("curate")
     if curate:
@@ -271,7 +346,8 @@ def export_atomic(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, s
 class ExportStage(Stage):
     name = "export"
     Config = ExportConfig
-    inputs = {"samples": Port("samples"), "curate_report": Port("curate-report", optional=True)}
+    inputs = {"samples": Port("samples", optional=True), "problems": Port("problems", optional=True),
+              "curate_report": Port("curate-report", optional=True)}
     outputs = {"export": Port("export", folder=True)}
     stage_id = "export"
 
@@ -284,8 +360,27 @@ class ExportStage(Stage):
             "recipe": recipe.read_text(encoding="utf-8") if recipe.exists() else None,
             "curate": curate_report(ctx.input_path("curate_report")),
         }
-        counts = export(ctx.input("samples").to_pylist(), out.path, cfg, seed=ctx.seed, provenance=provenance)
-        metrics: dict[str, Any] = {
+        sample_styles = [s for s in cfg.styles if s != "synthesis"]
+        counts = {sp: {"rows": 0, "problems": 0} for sp in SPLITS}
+        if sample_styles:
+            if not ctx.has_input("samples"):
+                raise ConfigError(f"export: styles {', '.join(sample_styles)} need a samples table before this stage "
+                                  "(a generate or verify stage); style synthesis alone needs only synthesised problems")
+            counts = export_batches(ctx.input("samples").batches, out.path,
+                                    cfg.model_copy(update={"styles": sample_styles}), seed=ctx.seed,
+                                    provenance=provenance)
+        metrics: dict[str, Any] = {}
+        if "synthesis" in cfg.styles:
+            from mathforge.synth.export import export_synthesis
+
+            if not ctx.has_input("problems"):
+                raise ConfigError("export: style synthesis needs the problems of a synthesize stage before this one")
+            problems = [Problem.from_row(r) for r in ctx.input("problems").to_pylist()]
+            syn = export_synthesis(problems, out.path, cfg, ctx.seed)
+            metrics["synthesis"] = {sp: c["rows"] for sp, c in syn.items()}
+            if not sample_styles:
+                counts = syn
+        metrics |= {
             "accepted": counts["train"]["rows"] + counts["validation"]["rows"],
             "train": counts["train"]["rows"],
             "validation": counts["validation"]["rows"],

@@ -7,11 +7,12 @@ samples, and a run killed at any moment resumes with at most the in-flight reque
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from pydantic import Field
 
@@ -37,6 +38,9 @@ class GenerateConfig(SamplingConfig):
     system_prompt: str | None = Field(None, description="replaces the template's system prompt")
     seed: int | None = Field(None, description="sampling seed (default: the recipe's seed)")
     retry_failed: bool = Field(False, description="re-send requests recorded as failed (what `mathforge retry` does)")
+    window: int = Field(
+        20_000, ge=1, description="requests planned, looked up in the ledger and sent together (bounds memory)"
+    )
 
 
 def plan_requests(ctx: RunContext, problems: Sequence[Problem], cfg: GenerateConfig) -> list[Planned]:
@@ -140,7 +144,10 @@ def run_generation(ctx: RunContext, planned: list[Planned], retry_failed: bool =
         ctx.note_unanswered(failed_before, in_batches)
         return metrics | {"new_tokens_out": 0, "gen_seconds": 0.0}
     for teacher in todo:
-        ctx.backend(teacher).prepare()
+        t_prep = time.perf_counter()
+        ctx.backend(teacher).prepare()  # loading local weights takes a while: say so, so a log is not silent
+        if time.perf_counter() - t_prep > 1:
+            console.log(f"teacher {teacher} ready in {time.perf_counter() - t_prep:.1f} s")
     usage = ledger.usage()
     t0 = time.perf_counter()
     sinks: dict[str, LedgerSink] = {}
@@ -244,17 +251,88 @@ class GenerateStage(Stage):
     stage_id = "generate"
 
     def run(self, ctx: RunContext, cfg: GenerateConfig) -> dict[str, Any]:
-        problems = ctx.problems()
-        planned = plan_requests(ctx, problems, cfg)
-        metrics = run_generation(ctx, planned, cfg.retry_failed)
-        samples, missing = collect_samples(ctx.ledger, planned)
-        ctx.output("samples").write(samples)
-        return metrics | {
-            "samples": len(samples),
-            "missing": missing,
-            "tokens_in": sum(s["tokens_in"] for s in samples),
-            "tokens_out": sum(s["tokens_out"] for s in samples),
-        }
+        """Problems shard by shard, and within a shard in windows of ``cfg.window`` requests: plan, look up, send,
+        collect. Memory holds one window; a finished shard is kept across a kill (its marker records the requests
+        it left unanswered, which count again), an unfinished one is re-planned and resumes from the ledger."""
+        from mathforge.store.shards import fingerprint, shards_of
+
+        source = shards_of(ctx.input("problems"))
+        teachers = cfg.teachers or list(ctx.teachers)
+        if not teachers:
+            raise ConfigError("generate: the recipe defines no teachers")
+        identities = {t: ctx.backend(t).identity() for t in teachers}
+        stamp = fingerprint(cfg.model_dump(mode="json"), ctx.seed, identities, str(source.path), source.identity())
+        writer = ctx.output("samples", fingerprint=stamp, resume=True)
+        per_window = max(1, cfg.window // (cfg.k * max(1, len(teachers))))
+        metrics: dict[str, Any] = {}
+        totals = {"samples": 0, "tokens_in": 0, "tokens_out": 0, "missing": 0}
+        reused = 0
+        for i in range(len(source)):
+            if writer.done(i):
+                reused += 1
+                info = writer.marker(i)
+                ctx.note_unanswered(info.get("failed", 0), info.get("unsent", 0))
+                totals["missing"] += info.get("missing", 0)
+                for batch in writer.staged_batches(i, ["tokens_in", "tokens_out"]):
+                    _count(totals, batch.column("tokens_in").to_pylist(), batch.column("tokens_out").to_pylist())
+                continue
+            scope = ctx.scope
+            before = (scope.failed, scope.unsent) if scope is not None else (0, 0)
+            shard = {"missing": 0}
+
+            def unanswered(shard: dict[str, int] = shard, before: tuple[int, int] = before) -> dict[str, int]:
+                now = (ctx.scope.failed, ctx.scope.unsent) if ctx.scope is not None else (0, 0)
+                return {"failed": now[0] - before[0], "unsent": now[1] - before[1], "missing": shard["missing"]}
+
+            writer.write_shard(i, self._windows(ctx, cfg, source, i, per_window, metrics, totals, shard),
+                               info=unanswered)
+        return metrics | totals | {"shards_reused": reused}
+
+    def _windows(self, ctx: RunContext, cfg: GenerateConfig, source: Any, shard: int, per_window: int,
+                 metrics: dict[str, Any], totals: dict[str, int], info: dict[str, int]) -> Iterator[dict[str, Any]]:
+        for batch in source.shard_batches(shard, per_window):
+            problems = [Problem.from_row(r) for r in batch.to_pylist()]
+            planned = plan_requests(ctx, problems, cfg)
+            _add_metrics(metrics, run_generation(ctx, planned, cfg.retry_failed))
+            samples, missing = collect_samples(ctx.ledger, planned)
+            totals["missing"] += missing
+            info["missing"] += missing
+            _count(totals, [s["tokens_in"] for s in samples], [s["tokens_out"] for s in samples])
+            yield from samples
+
+
+def _count(totals: dict[str, int], tokens_in: list, tokens_out: list) -> None:
+    totals["samples"] += len(tokens_in)
+    totals["tokens_in"] += sum(t or 0 for t in tokens_in)
+    totals["tokens_out"] += sum(t or 0 for t in tokens_out)
+
+
+_RATES = {"calls_per_answer", "ex_per_min", "tokens_per_s"}  # recomputed from the summed counts, never summed
+
+
+def _add_metrics(total: dict[str, Any], part: dict[str, Any], seconds: float | None = None) -> None:
+    """Sum one window's counts into the stage's (nested per teacher); the first window is taken as it is."""
+    if not total:
+        total.update(copy.deepcopy(part))
+        return
+    seconds = part.get("gen_seconds", 0.0) + total.get("gen_seconds", 0.0) if seconds is None else seconds
+    for k, v in part.items():
+        if isinstance(v, dict):
+            _add_metrics(total.setdefault(k, {}), v, seconds)
+        elif k in _RATES:
+            continue
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            total[k] = total.get(k, 0) + v
+        elif v is not None or k not in total:
+            total[k] = v
+    if "done" in total and "api_calls" in total:  # a teacher's stats
+        done = total["done"]
+        total["calls_per_answer"] = round(total["api_calls"] / done, 4) if done else None
+        if seconds:
+            total["ex_per_min"] = round(done / seconds * 60, 1)
+            total["tokens_per_s"] = round(total.get("tokens_out", 0) / seconds, 1)
+    elif seconds and "new_tokens_out" in total:
+        total["tokens_per_s"] = round(total["new_tokens_out"] / seconds, 1)
 
 
 def retry_failed_requests(run_dir: str | Path, mode: str | None = None) -> dict[str, dict[str, Any]]:

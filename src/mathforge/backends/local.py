@@ -1,4 +1,4 @@
-"""In-process transformers backend (CPU or GPU; loads GGUF too), batched with left padding."""
+"""In-process transformers backend (CPU or GPU; loads GGUF too): continuous batching, int8 linear layers on CPU."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic import Field
 from mathforge.backends.base import Backend, BackendConfig, Completion, GenRequest, ResultSink
 from mathforge.backends.chat import render
 from mathforge.backends.models import load_tokenizer_and_model, resolve_model
+from mathforge.backends.refill import RefillGenerator
 from mathforge.errors import BackendError, require
 
 
@@ -30,7 +31,16 @@ class LocalConfig(BackendConfig):
     device: str = Field("auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     dtype: str = Field("auto", description="'auto' (float32 on CPU, bfloat16 on CUDA) or a torch dtype name")
     batch_size: int = Field(32, ge=1, description="prompts generated together in one forward pass")
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores)")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch (default: the cores other processes leave free, re-read at "
+        "every refill of the batch, so a shared machine is not oversubscribed)")
+    quantize: Literal["auto", "fp16", "int8", "none"] = Field(
+        "auto", description="CPU linear layers: 'fp16' weights (fp32 maths, half the memory traffic; greedy text "
+        "nearly always identical), 'int8' (dynamic, fastest, changes greedy text: see bench/results/local_backend.md),"
+        " 'none'; 'auto' = fp16 on CPU for float32 weights. Part of the model's ledger identity")
+    batching: Literal["refill", "static"] = Field(
+        "refill", description="'refill': a finished row's slot takes the next prompt (continuous batching); "
+        "'static': transformers generate, each batch runs until its longest sample stops")
     adapter: str | None = Field(None, description="PEFT (LoRA) adapter directory applied on top of the model")
 
 
@@ -47,7 +57,17 @@ class LocalBackend(Backend):
 
     def identity(self) -> tuple[str, str]:
         label = self.source.label + (f"+adapter:{self.adapter}" if self.adapter else "")
-        return label, "local:transformers"
+        return label + (f"+{self.quantized}-linear" if self.quantized else ""), "local:transformers"
+
+    @property
+    def quantized(self) -> str | None:
+        """'fp16' or 'int8' when linear layers are quantised (another model's outputs: it enters the ledger key)."""
+        q = self.config.quantize
+        if q == "none" or not self.device.startswith("cpu"):
+            return None
+        if q == "auto":
+            return "fp16" if self.config.dtype in ("auto", "float32") else None
+        return q
 
     @property
     def device(self) -> str:
@@ -61,18 +81,25 @@ class LocalBackend(Backend):
 
     def load(self):
         if self._model is None:
-            torch = require("torch", "local")
-            torch.set_num_threads(self.config.threads or os.cpu_count() or 1)
+            self._set_threads()
             cache_key = (self.source, self.device, self.config.dtype, self.identity()[0])
             with _CACHE_LOCK:
                 if cache_key not in _LOADED:
                     tok, model = load_tokenizer_and_model(self.source, device=self.device, dtype=self.config.dtype)
                     if self.config.adapter:  # a fresh base model: merging must not touch the cached one
                         model = apply_adapter(model, self.config.adapter)
+                    if self.quantized:
+                        model = quantize_linear(model, self.quantized)
                     _LOADED[cache_key] = (tok, model)
                 self._tok, self._model = _LOADED[cache_key]
             self._tok.padding_side = "left"
         return self._tok, self._model
+
+    def _set_threads(self) -> None:
+        torch = require("torch", "local")
+        want = self.config.threads or free_cores(torch.get_num_threads() if self._model is not None else 0)
+        if want != torch.get_num_threads():
+            torch.set_num_threads(want)
 
     def generate(self, requests: Sequence[GenRequest], sink: ResultSink) -> None:
         tok, _ = self.load()
@@ -82,6 +109,12 @@ class LocalBackend(Backend):
         groups: dict[tuple, list[GenRequest]] = {}
         for r in requests:
             groups.setdefault((r.params.temperature, r.params.top_p, r.params.max_tokens, r.params.stop), []).append(r)
+        if self.config.batching == "refill" and refill_supported(self._model):
+            ids = {k: tok(p, add_special_tokens=False).input_ids for k, p in prompts.items()}
+            for group in groups.values():
+                RefillGenerator(self._model, tok, _eos_ids(tok, self._model), self.config.batch_size,
+                                on_refill=None if self.config.threads else self._set_threads).run(group, ids, sink)
+            return
         for group in groups.values():
             group.sort(key=lambda r: -lengths[r.key])
             bs = self.config.batch_size
@@ -128,6 +161,49 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self._tok = self._model = None
+
+
+def free_cores(own: int = 0) -> int:
+    """Cores that other processes leave free (1-minute load average less our own ``own`` busy threads), at least 1.
+
+    Two threads on a machine whose two cores are busy spend most of their time waiting for each other: measured 9x
+    the CPU time per decode step of one thread (bench/results/local_backend.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        others = max(0.0, os.getloadavg()[0] - own)
+    except OSError:  # no load average on this platform
+        return cores
+    return max(1, min(cores, round(cores - others)))
+
+
+def quantize_linear(model, kind: str):
+    """Linear layers with fp16 weights (fbgemm, fp32 maths) or dynamic int8 (per-channel weights) for CPU decoding.
+
+    Decoding a small model is bound by reading weights: fp16 halves that traffic (1.4x, greedy text kept for 7 of 8
+    prompts over 48 tokens); int8 quantises activations too (2.8x, but greedy text of SmolLM2-135M diverges within a
+    few tokens), so it is opt-in."""
+    import warnings
+
+    torch = require("torch", "local")
+    from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    qconfig, dtype = (float16_dynamic_qconfig, torch.float16) if kind == "fp16" else (per_channel_dynamic_qconfig,
+                                                                                       torch.qint8)
+    with warnings.catch_warnings():  # torch points eager-mode users at torchao; this API still ships with torch
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=dtype, inplace=True)
+
+
+def refill_supported(model) -> bool:
+    """Continuous batching edits the KV cache by hand: only plain full-attention decoder caches qualify."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:
+        return False
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 def _eos_ids(tok, model) -> set[int]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.metadata
 import os
+from typing import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,31 @@ def resolve_model(spec: str, gguf_file: str | None = None) -> ModelSource:
     return ModelSource(spec, gguf_file, spec + (f":{gguf_file}" if gguf_file else ""))
 
 
+@contextlib.contextmanager
+def quiet_loading(transformers) -> Iterator[None]:
+    """No tqdm bars while weights load: a log file got one line per refresh of the GGUF de-quantisation bar (40).
+
+    transformers' own bars obey ``disable_progress_bar``; the GGUF reader calls ``tqdm`` directly, so that module's
+    name is pointed at a silent tqdm for the duration."""
+    from functools import partial
+
+    from tqdm.auto import tqdm
+
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    except ImportError:  # no gguf package: nothing prints
+        gguf_utils = None
+    saved = getattr(gguf_utils, "tqdm", None)
+    if saved is not None:
+        gguf_utils.tqdm = partial(tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            gguf_utils.tqdm = saved
+
+
 def load_tokenizer_and_model(source: ModelSource, *, device: str = "cpu", dtype: str = "auto", for_training=False):
     """Load a transformers tokenizer and causal LM from a source (GGUF is de-quantised by transformers)."""
     from mathforge.errors import require
@@ -61,8 +89,9 @@ def load_tokenizer_and_model(source: ModelSource, *, device: str = "cpu", dtype:
         torch_dtype = getattr(torch, dtype)
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(source.name_or_path, **kw)
-        model = transformers.AutoModelForCausalLM.from_pretrained(source.name_or_path, dtype=torch_dtype, **kw)
+        with quiet_loading(transformers):
+            tok = transformers.AutoTokenizer.from_pretrained(source.name_or_path, **kw)
+            model = transformers.AutoModelForCausalLM.from_pretrained(source.name_or_path, dtype=torch_dtype, **kw)
     except OSError as exc:
         hint = " (offline: pass a local path or the embedded 'smollm2')" if offline else ""
         raise BackendError(f"cannot load model '{source.name_or_path}': {exc}{hint}") from None

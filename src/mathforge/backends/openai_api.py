@@ -25,8 +25,10 @@ from mathforge.engine.runner import run_sync
 from mathforge.errors import BackendError
 
 log = logging.getLogger(__name__)
-_CLIENT_NOTED: set[str] = set()
-CONNECT_TIMEOUT = 10.0  # seconds to open a connection: an unreachable host is reported quickly, not after `timeout`
+_CLIENT_NOTED: set = set()  # what was already said once per process (which HTTP client, the open-file limit)
+# Seconds to open a connection: a black-holed host is reported after three of these, not after `timeout` (a refused
+# connection fails at once); generous, since a busy client or server can take seconds to complete a handshake.
+CONNECT_TIMEOUT = 30.0
 
 
 class OpenAIConfig(BackendConfig):
@@ -122,22 +124,23 @@ class OpenAIBackend(Backend):
         run_sync(self._run(make_jobs(requests, self.config.n_per_request), sink, stats))
 
     async def _run(self, jobs: list[Job], sink: ResultSink, stats: TeacherStats) -> None:
-        self._client = self._make_client()
+        config = self.config.engine_config()
+        config.max_concurrency = fit_open_files(config.max_concurrency, self.name)
+        self._client = self._make_client(config.max_concurrency)
         stats.http_client = self.http_client
-        engine = Engine(self.name, self.config.engine_config(), self._send, sink, stats=stats,
-                        endpoint=self.config.base_url)
+        engine = Engine(self.name, config, self._send, sink, stats=stats, endpoint=self.config.base_url)
         try:
             await engine.run(jobs)
         finally:
             await self._client.close()
             self._client = None
 
-    def _make_client(self) -> Any:
+    def _make_client(self, cap: int) -> Any:
         import httpx2
         import openai
 
         # Overdue attempts keep their connection while giving their slot back: room for twice the cap.
-        conns = 2 * self.config.max_concurrency + 16
+        conns = 2 * cap + 16
         limits = httpx2.Limits(max_connections=conns, max_keepalive_connections=conns)
         hooks = {"response": [_on_response]}
         try:
@@ -217,6 +220,30 @@ class OpenAIBackend(Backend):
         elif exc.status_code == 404:
             msg = f"model '{self.config.model}' at {self.config.base_url}: {msg}"
         return redact(msg, [self._key])
+
+
+def fit_open_files(cap: int, teacher: str) -> int:
+    """Raise the soft open-file limit towards the hard one so ``cap`` requests (two sockets each, at worst) fit; if
+    they still do not, lower the cap and say so once (many systems default to 1,024 open files)."""
+    import resource
+
+    need = 2 * cap + 256  # sockets of in-flight and overdue requests, plus the ledger, tables and the interpreter
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < need:
+        fitted = max(1, (soft - 256) // 2)
+        if ("nofile", fitted) not in _CLIENT_NOTED:
+            _CLIENT_NOTED.add(("nofile", fitted))
+            log.warning("teacher %s: the open-file limit (%d) allows %d requests in flight, not max_concurrency %d "
+                        "(raise it with `ulimit -n`)", teacher, soft, fitted, cap)
+        return min(cap, fitted)
+    return cap
 
 
 async def _on_response(response: Any) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from mathforge.cli.flags import config_command, out_option, source_argument
+from mathforge.curate.stage import CurateConfig
 
 app = typer.Typer(add_completion=False)
 
@@ -38,41 +42,14 @@ def open_run(source: Path, out: Optional[Path], suffix: str) -> Any:
     return ctx
 
 
-@app.command()
-def curate(
-    source: Path = typer.Argument(..., help="run directory, or a samples .parquet/.jsonl file"),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="output folder for a samples file (default <stem>-curated)"
-    ),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the curate stage's config"),
-    pool: Optional[list[str]] = typer.Option(None, "--pool", help="another run's samples to pool; repeatable"),
-    benchmark: Optional[list[str]] = typer.Option(
-        None, "--benchmark", "-b", help="benchmark NAME or NAME=PATH to decontaminate against; repeatable"
-    ),
-    no_decontam: bool = typer.Option(False, "--no-decontam", help="skip decontamination"),
-    ngram: Optional[int] = typer.Option(None, "--ngram", help="word n-gram length of a benchmark overlap"),
-    max_per_problem: Optional[int] = typer.Option(None, "--max-per-problem", help="cap of distinct paths per problem"),
-    no_rft: bool = typer.Option(False, "--no-rft", help="keep every sample that survives, not only distinct paths"),
-) -> None:
+def curate_command(data: dict[str, Any], *, source: Path, out: Optional[Path], benchmark: list[str] | None,
+                   config: Optional[Path]) -> None:
     """Curate samples: filters, benchmark decontamination, dedup and RFT distinct paths; prints the funnel."""
-    from mathforge.config import load_yaml, read_text, validate
-    from mathforge.curate.stage import CurateConfig, CurateStage
+    from mathforge.config import validate
+    from mathforge.curate.stage import CurateStage
 
-    data: dict[str, Any] = (load_yaml(read_text(config), str(config)) or {}) if config else {}
-    if pool:
-        data["pool"] = [*data.get("pool", []), *pool]
-    decontam = data.setdefault("decontam", {})
     if benchmark:
-        decontam["benchmarks"] = [_benchmark(b) for b in benchmark]
-    if no_decontam:
-        decontam["enabled"] = False
-    if ngram is not None:
-        decontam["ngram"] = ngram
-    rft = data.setdefault("rft", {})
-    if max_per_problem is not None:
-        rft["max_per_problem"] = max_per_problem
-    if no_rft:
-        rft["enabled"] = False
+        data.setdefault("decontam", {})["benchmarks"] = [_benchmark(b) for b in benchmark]
     cfg = validate(CurateConfig, data, str(config or "curate"))
     ctx = open_run(source, out, "curated")
     try:
@@ -80,3 +57,17 @@ def curate(
     finally:
         ctx.close()
     typer.echo(f"{metrics['accepted']:,} of {metrics['samples_in']:,} samples kept -> {ctx.path('curated.parquet')}")
+
+
+app.command("curate")(config_command(
+    CurateConfig,
+    curate_command,
+    leading=[source_argument("run directory, or a samples .parquet/.jsonl file"),
+             out_option("run directory for a samples file (default <stem>-curated)")],
+    trailing=[inspect.Parameter("benchmark", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],
+                                default=typer.Option(None, "--benchmark", "-b", help="benchmark NAME or NAME=PATH "
+                                                     "to decontaminate against; repeatable"))],
+    short={"decontam.enabled": ["--decontam/--no-decontam"], "decontam.ngram": ["--ngram"],
+           "rft.max_per_problem": ["--max-per-problem"], "rft.enabled": ["--rft/--no-rft"]},
+    doc="Curate samples: filters, benchmark decontamination, dedup and RFT distinct paths; prints the funnel.",
+))

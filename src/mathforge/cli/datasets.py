@@ -44,6 +44,11 @@ def show(
     id_field: str | None = typer.Option(None, help="generic: field holding the row's own id"),
     answer_parser: str | None = typer.Option(None, help="generic: raw, gsm8k or boxed"),
     source: str | None = typer.Option(None, help="generic: Problem.source and id prefix"),
+    answer_style: str | None = typer.Option(
+        None, "--answer-style", help="generic: number, latex or choice (picks the default prompt; as in a recipe)"),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="show the chat messages of this prompt template (default: the dataset's own), as the "
+        "generate stage's `prompt` would send them"),
 ) -> None:
     """Print the first records of a dataset as parsed Problems (id, gold answer, question, meta)."""
     from mathforge.config import validate
@@ -64,8 +69,14 @@ def show(
         id_field=id_field,
         answer_parser=answer_parser,
         source=source,
+        answer_style=answer_style,
     )
     cfg = validate(LoadConfig, {k: v for k, v in options.items() if v is not None}, "datasets show")
+    from mathforge.datasets import get_loader
+    from mathforge.prompts import build_messages, get_prompt
+
+    template = get_prompt(prompt) if prompt else None  # an unknown name fails here, before anything loads
+    default_prompt = get_loader(cfg.dataset, **cfg.loader_options()).prompt
     problems, rejected = run_load_stage(cfg)
     for p in problems:
         body = Text()
@@ -74,7 +85,12 @@ def show(
         if p.solution:
             short = p.solution if len(p.solution) <= 300 else p.solution[:300] + " …"
             body.append("solution: ", style="bold").append(short + "\n", style="dim")
-        body.append("meta:     ", style="bold").append(json.dumps(p.meta, ensure_ascii=False))
+        body.append("meta:     ", style="bold").append(json.dumps(p.meta, ensure_ascii=False) + "\n")
+        key = prompt or p.meta.get("prompt") or default_prompt
+        body.append("prompt:   ", style="bold").append(key)
+        if template is not None:
+            for m in build_messages(template, p):
+                body.append(f"\n[{m['role']}] ", style="bold magenta").append(m["content"])
         console.print(Panel(body, title=Text(p.id, style="bold cyan"), title_align="left"))
     for _, reason in rejected:
         console.print(Text(f"skipped: {reason}", style="yellow"))

@@ -1,59 +1,38 @@
-"""``mathforge export``: curated samples as SFT datasets (chat, prompt-completion) with a card, optionally pushed."""
+"""``mathforge export``: curated samples as SFT datasets (chat, prompt-completion) with a card, optionally pushed.
+Every ExportConfig field is a flag (its description is the help); ``--config`` YAML can hold any of them."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from mathforge.cli.flags import config_command, out_option, source_argument
+from mathforge.export import ExportConfig
+
 app = typer.Typer(add_completion=False)
 
 
-@app.command()
-def export(
-    source: Path = typer.Argument(..., help="run directory, or a samples .parquet/.jsonl file"),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="export folder (default: <run>/export, or <stem>-export beside a samples file)"
-    ),
-    style: Optional[list[str]] = typer.Option(
-        None, "--style", help="chat and/or completion; repeatable (default both)"
-    ),
-    fmt: Optional[list[str]] = typer.Option(
-        None, "--format", "-f", help="jsonl, parquet and/or dataset; repeatable (default all three)"
-    ),
-    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="system message of every chat"),
-    validation: Optional[float] = typer.Option(None, "--validation", help="share of problems held out (default 0.05)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the train/validation split"),
-    include_incorrect: bool = typer.Option(
-        False, "--include-incorrect", help="also export unverified and incorrect samples"
-    ),
-    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="hub dataset repo (user/name) to upload to"),
-    public: bool = typer.Option(False, "--public", help="create the hub repo public (default private)"),
-) -> None:
-    """Export samples as SFT data: chat and prompt-completion, JSONL/Parquet/DatasetDict, train/validation, card."""
+def export_command(data: dict[str, Any], *, source: Path, out: Path | None, include_incorrect: bool, public: bool,
+                   config: Path | None) -> None:
     from mathforge.config import validate
     from mathforge.curate.pool import read_samples
-    from mathforge.export import ExportConfig, ExportStage, export_atomic, latest_curate_report
+    from mathforge.export import ExportStage, export_atomic, latest_curate_report
     from mathforge.export import push_to_hub as push
     from mathforge.pipeline.context import RunContext
 
-    options: dict[str, Any] = {
-        "styles": style, "formats": fmt, "system_prompt": system_prompt, "validation_fraction": validation,
-        "seed": seed, "push_to_hub": push_to_hub, "out_dir": str(out.resolve()) if out else None,
-    }
-    data = {k: v for k, v in options.items() if v is not None}
+    if out:
+        data["out_dir"] = str(out.resolve())
     if include_incorrect:
         data["only_correct"] = False
     if public:
         data["private"] = False
-    cfg = validate(ExportConfig, data, "export")
+    cfg = validate(ExportConfig, data, str(config or "export"))
     if source.is_dir() and (source / "state.json").exists():
-        ctx = RunContext(source)
-        try:
+        with RunContext(source) as ctx:
             metrics = ExportStage().run(ctx, cfg)
-        finally:
-            ctx.close()
     else:  # a samples file: the output folder is the export itself
         folder = out or source.with_name(f"{source.stem}-export")
         provenance = {"name": source.stem, "curate": latest_curate_report(source.parent)}
@@ -64,3 +43,22 @@ def export(
     typer.echo(f"{metrics['train']:,} train + {metrics['validation']:,} validation rows -> {metrics['out_dir']}")
     if metrics.get("hub_url"):
         typer.echo(f"pushed to {metrics['hub_url']}")
+
+
+def _flag(name: str, decl: str, help: str, annotation: Any = bool, default: Any = False) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, decl, help=help))
+
+
+app.command("export")(config_command(
+    ExportConfig,
+    export_command,
+    leading=[source_argument("run directory, or a samples .parquet/.jsonl file"),
+             out_option("export folder (default: <run>/export, or <stem>-export beside a samples file)")],
+    trailing=[_flag("include_incorrect", "--include-incorrect", "also export unverified and incorrect samples "
+                    "(same as --no-only-correct)"),
+              _flag("public", "--public", "create the hub repo public (same as --no-private)")],
+    short={"formats": ["--format", "-f"], "styles": ["--style"], "validation_fraction": ["--validation"]},
+    skip={"out_dir"},
+    doc="Export samples as SFT data: chat and prompt-completion, JSONL/Parquet/DatasetDict, train/validation, card.",
+))

@@ -40,6 +40,8 @@ def flag_type(annotation: Any) -> Any:
         inner = str
     elif typing.get_origin(inner) is list:
         item = typing.get_args(inner)[0] if typing.get_args(inner) else str
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return None  # a list of records: set it in --config (or a command's own shorthand flag)
         inner = list[item if item in (int, float) else str]
     elif typing.get_origin(inner) is dict or inner is Any or typing.get_origin(inner) in (typing.Union, types.UnionType):
         return None  # mappings and unions: set them in --config
@@ -71,7 +73,11 @@ def config_parameters(model: type[BaseModel], *, short: dict[str, list[str]] | N
         if ftype is None:
             continue
         flag = "--" + "-".join(path).replace("_", "-")
-        decls = [f"{flag}/--no-{flag[2:]}"] if ftype == Optional[bool] else [flag, *(short or {}).get(dotted, [])]
+        aliases = (short or {}).get(dotted, [])
+        if ftype == Optional[bool]:  # an alias of a boolean is another "--x/--no-x" pair
+            decls = [f"{flag}/--no-{flag[2:]}", *aliases]
+        else:
+            decls = [flag, *aliases]
         param = "__".join(path)
         out.append((path, inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=ftype,
                                             default=typer.Option(None, *decls, help=field_help(field)))))
@@ -120,10 +126,10 @@ def config_command(
     return command
 
 
-def out_option() -> inspect.Parameter:
-    """``-o/--out``: the same meaning on every command (where the command writes)."""
+def out_option(help: str = OUT_HELP) -> inspect.Parameter:
+    """``-o/--out``: where the command writes."""
     return inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                             default=typer.Option(None, "--out", "-o", help=OUT_HELP))
+                             default=typer.Option(None, "--out", "-o", help=help))
 
 
 def source_argument(help: str) -> inspect.Parameter:

@@ -11,36 +11,26 @@ import typer
 from rich.console import Console
 
 from mathforge.cli.flags import config_command, out_option, source_argument
+from mathforge.cli.teachers import teacher_options, teachers_for
 from mathforge.generate import GenerateConfig
 
 app = typer.Typer(add_completion=False)
 console = Console()
 
 
-def _option(name: str, annotation: Any, *decls: str, help: str, default: Any = None) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                             default=typer.Option(default, *decls, help=help))
-
-
 TEACHER_OPTIONS = [
-    _option("dataset", str, "--dataset", "-d", default="generic",
-            help="loader of a problems FILE: gsm8k, math, math500, numinamath, mathqa, svamp or generic"),
-    _option("recipe", Optional[str], "--recipe", help="take teachers and seed from this recipe (default: the run's)"),
-    _option("model", Optional[str], "--model", "-m",
-            help="one teacher: smollm2, a path, a hub id, or an API model (with --backend openai)"),
-    _option("backend", str, "--backend", default="local", help="backend of --model: local, openai or vllm"),
-    _option("base_url", Optional[str], "--base-url", help="OpenAI-compatible endpoint (with --backend openai)"),
-    _option("batch_size", Optional[int], "--batch-size", help="prompts per forward pass (local backend)"),
-    _option("keyless", bool, "--keyless", default=False, help="the --base-url server needs no API key"),
-    _option("allow_partial", bool, "--allow-partial", default=False,
-            help="exit 0 with the samples that were answered even when requests failed for good"),
+    inspect.Parameter("dataset", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
+        "generic", "--dataset", "-d",
+        help="loader of a problems FILE: gsm8k, math, math500, numinamath, mathqa, svamp or generic")),
+    *teacher_options(),
+    inspect.Parameter("allow_partial", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        False, "--allow-partial", help="exit 0 with the samples that were answered even when requests failed")),
 ]
 
 
 def generate_command(data: dict[str, Any], *, source: Path, out: Path | None, dataset: str, recipe: str | None,
                      model: str | None, backend: str, base_url: str | None, batch_size: int | None, keyless: bool,
                      allow_partial: bool, config: Path | None) -> None:
-    from mathforge.cli.refine import teachers_for
     from mathforge.config import validate
     from mathforge.datasets import load
     from mathforge.generate import GenerateStage
@@ -65,7 +55,7 @@ def generate_command(data: dict[str, Any], *, source: Path, out: Path | None, da
 
 callback = config_command(
     GenerateConfig,
-    lambda data, **kw: generate_command(data, **kw),
+    generate_command,
     leading=[source_argument("a run directory (its problems, its recipe's teachers) or a problems file"),
              out_option()],
     trailing=TEACHER_OPTIONS,

@@ -101,6 +101,7 @@ for _name, _module in [
     ("refine", "mathforge.cli.refine"),
     ("synthesize", "mathforge.cli.synthesize"),
     ("curate", "mathforge.cli.curate"),
+    ("select", "mathforge.cli.select"),
     ("export", "mathforge.cli.export"),
     ("retry", "mathforge.cli.retry"),
     ("status", "mathforge.cli.status"),

@@ -1,61 +1,43 @@
-"""``mathforge synthesize``: new problems with pseudo-gold answers from seed problems or a file of math text."""
+"""``mathforge synthesize``: new problems with pseudo-gold answers from seed problems or a file of math text. Every
+SynthesizeConfig field is a flag (nested settings as ``--decontam-*``, ``--solve-sampling-*``, ...)."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from mathforge.cli.flags import config_command
+from mathforge.cli.teachers import teacher_options, teachers_for
+from mathforge.synth.stage import SynthesizeConfig
+
 app = typer.Typer(add_completion=False)
 
 
-def _csv(value: Optional[str]) -> Optional[list[str]]:
-    return [v.strip().replace("-", "_") for v in value.split(",") if v.strip()] if value else None
+def _names(values: list[str] | None) -> list[str] | None:
+    """``--levels a,b --levels c`` and hyphens (``grade-school``) as the config's names."""
+    return [v.strip().replace("-", "_") for item in values for v in item.split(",") if v.strip()] if values else None
 
 
-@app.command()
-def synthesize(
-    run_dir: Path = typer.Argument(..., help="run directory: its problems table holds the seeds, and the new problems go there"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="load seeds from this dataset first (gsm8k, math, generic, ...)"),
-    path: Optional[str] = typer.Option(None, "--path", help="file, directory, bundled:NAME or hub id of --dataset"),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N seed problems"),
-    passages: Optional[Path] = typer.Option(None, "--passages", help="write problems from this file of math text instead of seeds"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the synthesize stage's config; flags override it"),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="take teachers and seed from this recipe (default: the run's)"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="one teacher as writer and solver: smollm2, a path, a hub id or an API model"),
-    backend: str = typer.Option("local", "--backend", help="backend of --model: local, openai or vllm"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (with --backend openai)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="prompts per forward pass (local backend)"),
-    keyless: bool = typer.Option(False, "--keyless", help="the --base-url server needs no API key (local servers)"),
-    levels: Optional[str] = typer.Option(None, "--levels", help="comma-separated: grade_school,middle_school,high_school,competition,college"),
-    methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated: rewrite,change_numbers,add_step,change_context"),
-    k: Optional[int] = typer.Option(None, "--k", help="solutions per new problem for the vote (default 4)"),
-    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="share of solutions that must agree (default 0.5)"),
-    benchmark: Optional[list[str]] = typer.Option(None, "--benchmark", "-b", help="benchmark NAME or NAME=PATH to decontaminate against; repeatable"),
-    no_decontam: bool = typer.Option(False, "--no-decontam", help="skip decontamination"),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="re-send requests recorded as failed"),
-) -> None:
+def synthesize_command(data: dict[str, Any], *, run_dir: Path, dataset: Optional[str], path: Optional[str],
+                       limit: Optional[int], benchmark: list[str] | None, recipe: Optional[str], model: Optional[str],
+                       backend: str, base_url: Optional[str], batch_size: Optional[int], keyless: bool,
+                       config: Optional[Path]) -> None:
     """Write new problems at named education levels, solve each k times, keep majority answers that agree enough."""
     from mathforge.cli.curate import _benchmark
-    from mathforge.cli.refine import teachers_for
-    from mathforge.config import load_yaml, read_text, validate
+    from mathforge.config import validate
     from mathforge.datasets import load
     from mathforge.pipeline.context import RunContext
     from mathforge.pipeline.runner import check_complete
-    from mathforge.synth.stage import SynthesizeConfig, SynthesizeStage
+    from mathforge.synth.stage import SynthesizeStage
 
-    data: dict[str, Any] = (load_yaml(read_text(config), str(config)) or {}) if config else {}
-    flags = {"levels": _csv(levels), "methods": _csv(methods), "k": k, "min_agreement": min_agreement,
-             "passages": str(passages) if passages else None}
-    data.update({key: v for key, v in flags.items() if v is not None})
-    decontam = data.setdefault("decontam", {})
+    for key in ("levels", "methods"):
+        if key in data:
+            data[key] = _names(data[key])
     if benchmark:
-        decontam["benchmarks"] = [_benchmark(b) for b in benchmark]
-    if no_decontam:
-        decontam["enabled"] = False
-    if retry_failed:
-        data["retry_failed"] = True
+        data.setdefault("decontam", {})["benchmarks"] = [_benchmark(b) for b in benchmark]
     cfg = validate(SynthesizeConfig, data, str(config or "synthesize"))
     teachers, seed = teachers_for(run_dir, recipe, model, backend, base_url, batch_size, keyless)
     ctx = RunContext(run_dir, teachers=teachers, seed=seed)
@@ -71,6 +53,29 @@ def synthesize(
     typer.echo(f"{metrics['problems']:,} of {metrics['candidates']:,} new problems kept -> "
                f"{ctx.path('synthesize.parquet')} (rejects with reasons in rejected.parquet)")
     check_complete(ctx, "synthesize", metrics)  # failed requests: exit code 3, with what to do
+
+
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+app.command("synthesize")(config_command(
+    SynthesizeConfig,
+    synthesize_command,
+    leading=[inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
+                               default=typer.Argument(..., help="run directory: its problems table holds the seeds, "
+                                                      "and the new problems go there")),
+             _param("dataset", Optional[str], typer.Option(None, "--dataset", "-d", help="load seeds from this "
+                                                            "dataset first (gsm8k, math, generic, ...)")),
+             _param("path", Optional[str], typer.Option(None, "--path", help="file, directory, bundled:NAME or hub "
+                                                         "id of --dataset")),
+             _param("limit", Optional[int], typer.Option(None, "--limit", "-n", help="first N seed problems"))],
+    trailing=[_param("benchmark", Optional[list[str]], typer.Option(
+                  None, "--benchmark", "-b", help="benchmark NAME or NAME=PATH to decontaminate against; repeatable")),
+              *teacher_options("one teacher as writer and solver")],
+    short={"decontam.enabled": ["--decontam/--no-decontam"]},
+    doc="Write new problems at named education levels, solve each k times, keep majority answers that agree enough.",
+))
 
 
 def print_levels(metrics: dict[str, Any]) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from mathforge.cli.flags import config_command
+from mathforge.verify.stage import VerifyConfig
 
 app = typer.Typer(help="Verify model answers against gold answers.", add_completion=False)
 console = Console()
@@ -38,21 +42,12 @@ def _write(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
 
-@app.command()
-def verify(
-    input: Path = typer.Argument(..., exists=True, dir_okay=False, help="samples table: .parquet or .jsonl with text, gold"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="where to write (default: <input>.verified.<ext>)"),
-    timeout: float = typer.Option(5.0, help="hard limit in seconds for one symbolic check"),
-    workers: Optional[int] = typer.Option(None, help="worker processes for symbolic checks (default: all cores)"),
-    extractor: Optional[list[str]] = typer.Option(None, "--extractor", "-e", help="extractor to try, in order; repeatable"),
-    sandbox: Optional[str] = typer.Option(
-        None, help="how `-e pot` runs model code: bwrap (default) or unsafe-no-isolation (no isolation at all)"
-    ),
-) -> None:
+def verify_command(data: dict[str, Any], *, input: Path, output: Optional[Path], config: Optional[Path]) -> None:
     """Judge every row's ``text`` against its ``gold``; write the rows with verdict columns added."""
-    from mathforge.verify.stage import VerifyConfig, run_verify_stage
+    from mathforge.config import validate
+    from mathforge.verify.stage import run_verify_stage
 
-    cfg = VerifyConfig(timeout=timeout, workers=workers, extractors=extractor or None, sandbox=sandbox)
+    cfg = validate(VerifyConfig, data, str(config or "mathforge verify"))
     rows = _read(input)
     out_rows = run_verify_stage(rows, cfg)
     output = output or input.with_name(f"{input.stem}.verified{input.suffix}")
@@ -62,3 +57,17 @@ def verify(
     for method in sorted({m for m, _ in counts}):
         table.add_row(method, str(counts[(method, True)]), str(counts[(method, False)]), str(counts[(method, None)]))
     console.print(table)
+
+
+app.command("verify")(config_command(
+    VerifyConfig,
+    verify_command,
+    leading=[inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
+                               default=typer.Argument(..., exists=True, dir_okay=False,
+                                                      help="samples table: .parquet or .jsonl with text, gold")),
+             inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                               default=typer.Option(None, "--output", "-o",
+                                                    help="where to write (default: <input>.verified.<ext>)"))],
+    short={"extractors": ["--extractor", "-e"]},
+    doc="Judge every row's text against its gold; write the rows with verdict columns added.",
+))

@@ -1,8 +1,9 @@
 """Exact and near-duplicate detection: normalised-text hashes, and MinHash LSH (datasketch) over word shingles.
 
 Signatures are computed for a whole batch in one numpy pass with the permutations of datasketch's ``MinHash`` (the
-arithmetic of ``MinHash.update_batch``, affine32 scheme; a test holds the two equal), then indexed and queried with
-datasketch's ``MinHashLSH``. In input order, a text that matches an earlier one is a duplicate; clusters are the
+arithmetic of ``MinHash.update_batch``, affine32 scheme; a test holds the two equal), then indexed with the bands
+and rows datasketch's ``MinHashLSH`` uses, as sorted arrays of 64-bit band keys (a test holds the candidates equal
+to ``MinHashLSH``'s; the arrays are what lets 900k texts fit in memory). In input order, a text that matches an earlier one is a duplicate; clusters are the
 connected components of these links, and each keeps its first text.
 """
 
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Hashable, Sequence
+from pathlib import Path
+from typing import Hashable, Iterator, Sequence
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
 from pydantic import Field
 
 from mathforge.config import StrictModel
-from mathforge.curate.ngrams import Tokens, content_ids, ngram_hashes, subset, tokenize, whole_hashes
+from mathforge.curate.ngrams import _MULT, Tokens, content_ids, ngram_hashes, subset, tokenize, whole_hashes
 
 _SCHEME = "affine32"
 _EMPTY = np.uint32(0xFFFFFFFF)
@@ -135,37 +138,135 @@ def signatures(
     return signatures_from_hashes(hashes, offsets, permutations(num_perm, seed))
 
 
+class SignatureStore:
+    """MinHash signatures appended batch by batch to a file, read back a row or a chunk at a time.
+
+    The global dedup step needs every signature, but only a few rows at once: appending them to disk keeps the
+    process at the size of the LSH band keys (8 bytes x bands per text) instead of 4 bytes x permutations per text.
+    """
+
+    def __init__(self, path: str | Path, num_perm: int):
+        self.path, self.num_perm, self.rows = Path(path), num_perm, 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "w+b")
+
+    def append(self, sigs: np.ndarray) -> None:
+        self._fh.seek(0, 2)
+        self._fh.write(np.ascontiguousarray(sigs, np.uint32).tobytes())
+        self.rows += len(sigs)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def row(self, i: int) -> np.ndarray:
+        self._fh.seek(i * self.num_perm * 4)
+        return np.frombuffer(self._fh.read(self.num_perm * 4), np.uint32)
+
+    def chunks(self, size: int = 1 << 15) -> Iterator[np.ndarray]:
+        self._fh.flush()
+        for lo in range(0, self.rows, size):
+            self._fh.seek(lo * self.num_perm * 4)
+            n = min(size, self.rows - lo)
+            yield np.frombuffer(self._fh.read(n * self.num_perm * 4), np.uint32).reshape(n, self.num_perm)
+
+    def close(self) -> None:
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
+
+
+class _InMemory:
+    """An array of signatures with the store's interface."""
+
+    def __init__(self, sigs: np.ndarray):
+        self.sigs, self.num_perm = sigs, sigs.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.sigs)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.sigs[i]
+
+    def chunks(self, size: int = 1 << 15) -> Iterator[np.ndarray]:
+        for lo in range(0, len(self.sigs), size):
+            yield self.sigs[lo : lo + size]
+
+
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) that datasketch's ``MinHashLSH`` picks for this threshold (less the margin)."""
+    return _optimal_param(max(0.05, threshold - LSH_MARGIN), num_perm, 0.5, 0.5)
+
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """One 64-bit key per (text, band): a hash of the band's ``rows`` signature values (and of the text's group)."""
+    out = np.zeros((len(sigs), bands), np.uint64)
+    for b in range(bands):
+        h = np.full(len(sigs), np.uint64(b + 1), np.uint64) if groups is None else groups.astype(np.uint64) * _MULT
+        for v in sigs[:, b * rows : (b + 1) * rows].T:
+            h = (h ^ v.astype(np.uint64)) * _MULT
+        out[:, b] = h ^ (h >> np.uint64(29))
+    return out
+
+
 def near_duplicates(
-    sigs: np.ndarray,
+    sigs: np.ndarray | SignatureStore,
     threshold: float,
-    groups: Sequence[Hashable] | None = None,
-    skip: Sequence[bool] | None = None,
+    groups: Sequence[Hashable] | np.ndarray | None = None,
+    skip: Sequence[bool] | np.ndarray | None = None,
     seed: int = 1,
 ) -> list[tuple[int, float] | None]:
     """For each signature row, (index of the most similar earlier text it nearly duplicates, estimated Jaccard),
     or None when it is the first of its cluster.
 
-    Candidates come from datasketch's MinHashLSH and are confirmed on the signatures (estimated Jaccard >=
-    ``threshold``); with ``groups`` only texts of the same group can be duplicates. Every text enters the index,
-    so clusters are connected components (a lightly edited copy of a dropped duplicate is still found);
-    :func:`cluster_roots` names the text each cluster keeps. ``skip`` marks texts left out.
+    LSH with the bands and rows datasketch's ``MinHashLSH`` would use: texts sharing a band are candidates, and a
+    candidate is confirmed on the signatures (estimated Jaccard >= ``threshold``); with ``groups`` only texts of the
+    same group can be duplicates. The band index is a sorted array of 64-bit keys (8 bytes x bands per text) rather
+    than MinHashLSH's dict of byte strings and sets (2-4 KB per text measured), so 900k texts fit in ~100 MB; ``sigs`` may be a
+    :class:`SignatureStore` on disk. Every text enters the index, so clusters are connected components (a lightly
+    edited copy of a dropped duplicate is still found); :func:`cluster_roots` names the text each cluster keeps.
+    ``skip`` marks texts left out. ``seed`` is kept for callers; the permutations are already in the signatures.
     """
-    num_perm = sigs.shape[1]
-    lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_MARGIN), num_perm=num_perm)
-    empty = (sigs == _EMPTY).all(axis=1)
-    out: list[tuple[int, float] | None] = [None] * len(sigs)
-    for i in range(len(sigs)):
-        if empty[i] or (skip is not None and skip[i]):
-            continue
-        m = LeanMinHash(seed=seed, hashvalues=sigs[i], scheme=_SCHEME)
+    store = sigs if isinstance(sigs, SignatureStore) else _InMemory(np.asarray(sigs, np.uint32))
+    n, num_perm = len(store), store.num_perm
+    out: list[tuple[int, float] | None] = [None] * n
+    if n == 0:
+        return out
+    bands, rows = lsh_params(threshold, num_perm)
+    codes = None
+    if groups is not None:
+        codes = np.asarray(groups) if isinstance(groups, np.ndarray) else np.unique(
+            np.asarray([str(g) for g in groups], object), return_inverse=True)[1]
+    keys = np.empty((n, bands), np.uint64)
+    usable = np.ones(n, bool)
+    lo = 0
+    for chunk in store.chunks():
+        hi = lo + len(chunk)
+        keys[lo:hi] = band_keys(chunk, bands, rows, None if codes is None else codes[lo:hi])
+        usable[lo:hi] = ~(chunk == _EMPTY).all(axis=1)
+        lo = hi
+    if skip is not None:
+        usable &= ~np.asarray(skip, bool)
+    candidates: dict[int, set[int]] = {}
+    ids = np.flatnonzero(usable)
+    for b in range(bands):
+        col = keys[ids, b]
+        order = np.argsort(col, kind="stable")  # equal keys stay in text order: earlier texts first
+        sorted_keys = col[order]
+        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+        sizes = np.diff(np.append(starts, len(order)))
+        for s, m in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+            members = ids[order[s : s + m]].tolist()
+            for k in range(1, m):
+                candidates.setdefault(members[k], set()).update(members[:k])
+    del keys
+    for i in sorted(candidates):
+        row = store.row(i)
         best: tuple[int, float] | None = None
-        for c in lsh.query(m):
-            if groups is not None and groups[c] != groups[i]:
+        for c in sorted(candidates[i]):
+            if codes is not None and codes[c] != codes[i]:
                 continue
-            j = float(np.count_nonzero(sigs[c] == sigs[i])) / num_perm
-            if j >= threshold and (best is None or j > best[1] or (j == best[1] and c < best[0])):
+            j = float(np.count_nonzero(store.row(c) == row)) / num_perm
+            if j >= threshold and (best is None or j > best[1]):
                 best = (c, j)
-        lsh.insert(i, m, check_duplication=False)
         out[i] = best
     return out
 

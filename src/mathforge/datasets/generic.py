@@ -1,7 +1,14 @@
-"""Any JSONL/JSON/Parquet/CSV file or hub dataset, given which fields hold the question, answer and solution."""
+"""Any JSONL/JSON/Parquet/CSV file or hub dataset, given which fields hold the question, answer and solution.
+
+A row with an ``options`` field (AQuA-RAT style: ``["A)21", "B)21.5", ...]`` and the letter in ``correct`` or the
+answer field; or MathQA's "a ) 12 , b ) 16" string) is a multiple-choice problem without any flag: its gold is the
+letter, its options go to ``meta["choices"]`` and it gets the ``cot-choice`` prompt, unless ``answer_style`` says
+otherwise.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, get_args
 
 from mathforge.datasets.answers import gsm8k_gold, last_boxed, number_text
@@ -12,6 +19,28 @@ from mathforge.records import Problem
 AnswerParser = Literal["raw", "gsm8k", "boxed"]
 _STYLE_OF_PARSER: dict[str, AnswerStyle] = {"raw": "latex", "gsm8k": "number", "boxed": "latex"}
 _PROMPT_OF_STYLE = {"number": "cot", "latex": "cot-boxed", "choice": "cot-choice"}
+_LIST_OPTION = re.compile(r"^\s*\(?([A-Za-z])\s*[).:]\s*(.*)$", re.S)  # "A)21", "(b) 16", "C. 12"
+GOLD_LETTER_FIELDS = ("correct",)  # where AQuA-RAT and MathQA keep the letter when there is no answer field
+SOLUTION_FIELDS = ("rationale",)  # their worked solutions
+
+
+def parse_choices(value: Any) -> dict[str, str] | None:
+    """Options as {letter: text} (letters lower-cased, as MathQA's gold), from a list or a MathQA string."""
+    from mathforge.datasets.mathqa import parse_options
+
+    if isinstance(value, dict):
+        return {str(k).strip().lower(): str(v).strip() for k, v in value.items()} or None
+    if isinstance(value, str):
+        return parse_options(value) or None
+    if isinstance(value, (list, tuple)) and value:
+        out = {}
+        for item in value:
+            m = _LIST_OPTION.match(str(item))
+            if not m:
+                return None
+            out[m.group(1).lower()] = m.group(2).strip()
+        return out if len(out) == len(value) else None
+    return None
 
 
 class Generic(Loader):
@@ -32,6 +61,7 @@ class Generic(Loader):
         answer_parser: AnswerParser = "raw",
         answer_style: AnswerStyle | None = None,
         source: str = "generic",
+        options_field: str = "options",
     ):
         if answer_parser not in get_args(AnswerParser):
             raise ConfigError(
@@ -48,12 +78,16 @@ class Generic(Loader):
         self.id_field, self.answer_parser, self.source_name = id_field, answer_parser, source  # type: ignore[misc]
         self.answer_style = answer_style or _STYLE_OF_PARSER[answer_parser]  # type: ignore[misc]
         self.prompt = _PROMPT_OF_STYLE[self.answer_style]  # type: ignore[misc]
+        # options are read unless the user chose a non-choice answer style
+        self.options_field = options_field if answer_style in (None, "choice") else None
 
     @property
     def dataset(self) -> str:
         return self.source_name
 
     def parse(self, row: dict[str, Any], key: str) -> Problem:
+        if self.options_field and row.get(self.options_field) not in (None, "", []):
+            return self._parse_choice(row, key)
         question = text_field(row, self.question_field)
         solution = text_field(row, self.solution_field, required=False) if self.solution_field else None
         gold = self._gold(row, solution)
@@ -64,6 +98,28 @@ class Generic(Loader):
         if self.id_field:
             pid = f"{self.dataset}/{text_field(row, self.id_field)}"
         return Problem(pid, question, gold, solution, self.dataset, meta)
+
+    def _parse_choice(self, row: dict[str, Any], key: str) -> Problem:
+        """A multiple-choice row: the gold is the correct option's letter, the options travel in meta."""
+        question = text_field(row, self.question_field)
+        choices = parse_choices(row[self.options_field])
+        if not choices or len(choices) < 2:
+            raise RowError(f"cannot read options {row[self.options_field]!r} (expected e.g. ['A)21', 'B)22'])",
+                           field=self.options_field)
+        fields = [f for f in (self.answer_field, *GOLD_LETTER_FIELDS) if f and row.get(f) not in (None, "")]
+        if not fields:
+            wanted = " or ".join(f for f in (self.answer_field, *GOLD_LETTER_FIELDS) if f)
+            raise RowError("multiple-choice row without its correct letter", field=wanted)
+        field = fields[0]
+        letter = str(row[field]).strip().strip("()").rstrip(").").lower()
+        if letter not in choices:
+            raise RowError(f"correct option {row[field]!r} is not one of {', '.join(choices)}", field=field)
+        sol_field = self.solution_field or next((f for f in SOLUTION_FIELDS if row.get(f)), None)
+        solution = text_field(row, sol_field, required=False) if sol_field else None
+        meta = rest(row, {self.question_field, field, sol_field, self.id_field, self.options_field})
+        meta.update(choices=choices, answer_value=choices[letter], answer_style="choice", prompt="cot-choice")
+        pid = f"{self.dataset}/{text_field(row, self.id_field)}" if self.id_field else key
+        return Problem(pid, question, letter, solution, self.dataset, meta)
 
     def _gold(self, row: dict[str, Any], solution: str | None) -> str | None:
         """The parsed gold: from answer_field, or with the boxed parser and no answer_field, from the solution."""

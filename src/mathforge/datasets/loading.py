@@ -60,7 +60,7 @@ def _problems(
 ) -> Iterator[Problem]:
     if limit == 0:
         return
-    seen: dict[str, Row] = {}
+    seen: dict[str, int] = {}  # id -> its line, or -(row number): never the row itself, so memory stays small
     yielded, read = 0, 0
     for row in source.rows():
         read += 1
@@ -76,7 +76,7 @@ def _problems(
             if rejected is not None:
                 rejected.append((row.data if row.data is not None else {"raw": row.raw}, str(error)))
             continue
-        seen[problem.id] = row
+        seen[problem.id] = row.line if row.line is not None else -(row.index + 1)
         yielded += 1
         yield problem
         if yielded == limit:
@@ -86,13 +86,13 @@ def _problems(
         raise DataError("the source holds no rows (empty file)", file=source.name or None)
 
 
-def _parse(loader: Loader, source: Source, row: Row, seen: dict[str, Row]) -> Problem:
+def _parse(loader: Loader, source: Source, row: Row, seen: dict[str, int]) -> Problem:
     if row.data is None:
         raise RowError(row.error or "undecodable row", field=row.field)
     problem = loader.parse(row.data, f"{loader.dataset}/{source.split}/{row.index}")
     if problem.id in seen:
         first = seen[problem.id]
-        where = f"line {first.line}" if first.line is not None else f"row {first.index + 1}"
+        where = f"line {first}" if first > 0 else f"row {-first}"
         raise RowError(f"duplicate id '{problem.id}' (first at {where})", field=loader.id_field or "id")
     return problem
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -74,21 +75,24 @@ class LoadConfig(StrictModel):
         return {k: getattr(self, k) for k in GENERIC_OPTIONS if getattr(self, k) is not None}
 
 
+def iter_load_stage(cfg: LoadConfig, rejected: list[tuple[dict[str, Any], str]]) -> Iterator[Problem]:
+    """The configured dataset's Problems one at a time; bad rows skipped by ``on_bad_row`` go to ``rejected``."""
+    return load(
+        cfg.dataset,
+        cfg.path,
+        split=cfg.split,
+        limit=cfg.limit,
+        offset=cfg.offset,
+        on_bad_row=cfg.on_bad_row,
+        rejected=rejected,
+        config=cfg.config,
+        max_row_bytes=cfg.max_row_bytes,
+        **cfg.loader_options(),
+    )
+
+
 def run_load_stage(cfg: LoadConfig) -> tuple[list[Problem], list[tuple[dict[str, Any], str]]]:
     """Load the configured dataset completely; returns the problems and the ``(raw_row, reason)`` rejects."""
     rejected: list[tuple[dict[str, Any], str]] = []
-    problems = list(
-        load(
-            cfg.dataset,
-            cfg.path,
-            split=cfg.split,
-            limit=cfg.limit,
-            offset=cfg.offset,
-            on_bad_row=cfg.on_bad_row,
-            rejected=rejected,
-            config=cfg.config,
-            max_row_bytes=cfg.max_row_bytes,
-            **cfg.loader_options(),
-        )
-    )
+    problems = list(iter_load_stage(cfg, rejected))
     return problems, rejected

@@ -73,6 +73,7 @@ class TeacherStats:
     error_calls: int = 0  # attempts that came back with an error (429, 5xx, dropped, unparseable)
     abandoned: int = 0  # attempts the engine cut short; the server may still bill them
     resends: int = 0  # early re-sends of overdue attempts (bounded by ``resend_share``)
+    connect_failures: int = 0  # attempts that never got a connection (not in ``api_calls``: nothing was sent)
     maybe_billed_cost: float = 0.0  # worst-case USD of attempts that may be billed without a kept answer
     http_client: str = ""
     tokens_in: int = 0
@@ -101,7 +102,8 @@ class TeacherStats:
             "total": self.total, "done": self.done, "failed": self.failed, "retries": self.retries,
             "rate_limited_429": self.rate_limited, "timeouts": self.timeouts, "api_calls": self.api_calls,
             "answered_calls": self.answered_calls, "error_calls": self.error_calls, "abandoned_calls": self.abandoned,
-            "resends": self.resends, "maybe_billed_max_usd": round(self.maybe_billed_cost, 6),
+            "resends": self.resends, "connect_failures": self.connect_failures,
+            "maybe_billed_max_usd": round(self.maybe_billed_cost, 6),
             "calls_per_answer": round(self.api_calls / self.done, 4) if self.done else None,
             "http_client": self.http_client,
             "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "spend_usd": round(self.spend, 6),

@@ -34,7 +34,10 @@ def response_started() -> None:
 
 
 class LoopClock:
-    """Seconds the event loop was blocked or backlogged: how late each watchdog tick fired, summed."""
+    """Seconds the event loop was blocked or backlogged: how late each watchdog tick fired, summed (lateness under
+    ``jitter``, ordinary scheduling noise on a busy machine, is not a stall)."""
+
+    jitter = 0.05
 
     def __init__(self, tick: float):
         self.tick = tick
@@ -44,7 +47,9 @@ class LoopClock:
     def beat(self) -> float:
         """One watchdog tick; returns the time now."""
         now = time.monotonic()
-        self.stalled += max(0.0, now - self._last - self.tick)
+        late = now - self._last - self.tick
+        if late > self.jitter:
+            self.stalled += late
         self._last = now
         return now
 
@@ -72,11 +77,18 @@ class Attempt:
         """Seconds the server has kept this attempt waiting (the client's own stalls excluded)."""
         return max(0.0, now - self.t0 - (self.clock.stalled - self.stall0))
 
+    def raw_latency(self) -> float | None:
+        """Time to first byte as the client saw it; None until the response starts."""
+        return None if self.started is None else self.started - self.t0
+
     def server_latency(self) -> float | None:
-        """Time to first byte, the client's stalls excluded; None until the response starts."""
-        if self.started is None:
+        """Time to first byte, or None when the client stalled meanwhile (then it says more about the client than
+        the server, and subtracting the stall would understate it: the server may have answered during the stall)."""
+        raw = self.raw_latency()
+        if raw is None:
             return None
-        return max(0.0, self.started - self.t0 - (self.stall_at_start - self.stall0))
+        stalled = self.stall_at_start - self.stall0
+        return raw if stalled <= 0.1 * raw else None
 
 
 @dataclass

@@ -19,7 +19,7 @@ class AdaptiveConcurrency:
     """An asyncio semaphore whose limit moves between ``floor`` and ``cap``."""
 
     def __init__(self, cap: int, initial: int | None = None, floor: int = 1, window: int = 50, latency_factor: float = 2.0,
-                 bad_share: float = 0.1):
+                 bad_share: float = 0.2):
         self.cap = max(1, cap)
         self.floor = max(1, min(floor, self.cap))
         self.limit = float(min(self.cap, max(self.floor, initial or self.cap)))
@@ -34,6 +34,10 @@ class AdaptiveConcurrency:
         self.bad_share = bad_share
         self._outcomes: deque[bool] = deque(maxlen=max(100, window))  # True: a failed or overdue attempt
         self._bad = 0
+        # Requests are waiting to be sent (set by the engine while it has undispatched jobs): a wave of answers that
+        # arrives in one event-loop tick frees many slots before the sender refills them, so free slots alone would
+        # hide that the limit binds.
+        self.demand = False
 
     async def acquire(self) -> None:
         if self.in_use < int(self.limit) and not self._waiters:
@@ -71,12 +75,16 @@ class AdaptiveConcurrency:
         if self._outcome(True) > self.bad_share and len(self._outcomes) >= 20:
             self._decrease(0.8)
 
-    def on_success(self, latency: float) -> None:
-        """One request answered: grow if the limit is what holds us back; back off if latency is rising."""
+    def on_success(self, latency: float | None) -> None:
+        """One request answered: grow if the limit is what holds us back; back off if latency is rising.
+
+        ``latency`` is None when it is no sign of the server's load (the client stalled, or the answer was overdue).
+        """
         bad_rate = self._outcome(False)
-        self._window.append(latency)
-        self._seen += 1
-        if self._seen % self._window.maxlen == 0:  # type: ignore[operator]
+        if latency is not None:
+            self._window.append(latency)
+            self._seen += 1
+        if latency is not None and self._seen % self._window.maxlen == 0:  # type: ignore[operator]
             median = statistics.median(self._window)
             if self.best_median is None or median < self.best_median:
                 self.best_median = median
@@ -85,9 +93,15 @@ class AdaptiveConcurrency:
                 return
         if bad_rate > self.bad_share / 2:
             return
-        if (self._waiters or self.in_use >= int(self.limit) - 1) and self.limit < self.cap:
+        if (self._waiters or self.demand or self.in_use >= int(self.limit) - 1) and self.limit < self.cap:
             self.limit = min(self.cap, self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
             self._wake()
+
+    def open_to_cap(self) -> None:
+        """A rate limiter now paces the requests: concurrency only has to cover the latency, so allow the cap."""
+        self.slow_start = False
+        self.limit = float(self.cap)
+        self._wake()
 
     def on_overload(self) -> None:
         """The server refused for load (429 without a known rate limit): halve."""

@@ -135,6 +135,7 @@ class Engine:
         return job.prompt_chars // 4 + 4, job.max_tokens * job.n  # the most a call can be billed
 
     async def _dispatch(self, jobs: Sequence[Job]) -> None:
+        self.concurrency.demand = True
         try:
             for job in jobs:
                 await self.concurrency.acquire()
@@ -151,6 +152,7 @@ class Engine:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:
+            self.concurrency.demand = False
             self._dispatched = True
             self._maybe_finished()
 
@@ -235,6 +237,7 @@ class Engine:
     async def _call(self, call: _Call) -> tuple[Reply, Attempt]:
         """One call of the job: its attempt, plus an early re-send when the watchdog asks; the first answer wins."""
         self._calls.add(call)
+        answered = False
         try:
             await self._launch(call, resend=False)
             while True:
@@ -260,11 +263,13 @@ class Engine:
                         continue
                     self.budget.settle(attempt.reserved, reply.tokens_in, reply.tokens_out)
                     self.stats.answered_calls += 1
+                    answered = True
                     return reply, attempt
         finally:
             self._calls.discard(call)
             for other in call.live:  # copies still in flight: the answer came from another one, or we stop
-                other.cut = other.cut or "another copy of the request was answered first"
+                other.cut = other.cut or ("another copy of the request was answered first" if answered
+                                          else "the teacher stopped")
                 other.task.cancel()  # type: ignore[union-attr]
                 self._abandon(call, other, record=True)
             call.live.clear()
@@ -290,7 +295,11 @@ class Engine:
             self._abandon(call, attempt, record=False)  # the failure path records it in the ledger
             return
         self.limiter.settle(attempt.est, 0)
-        self.stats.error_calls += 1
+        if err.kind == "connect":  # no connection, so nothing reached the server: not a call it could bill
+            self.stats.api_calls -= 1
+            self.stats.connect_failures += 1
+        else:
+            self.stats.error_calls += 1
         if err.kind in MAYBE_BILLED:
             self.budget.forfeit(attempt.reserved)
             self.stats.maybe_billed_cost += attempt.reserved
@@ -362,13 +371,18 @@ class Engine:
             self.concurrency.release()
 
     def _on_success(self, job: Job, reply: Reply, attempt: Attempt) -> None:
-        latency = attempt.server_latency() or 0.0
+        latency = attempt.server_latency()  # None: the client stalled meanwhile, so the sample is not the server's
         self.limiter.settle(attempt.est, reply.tokens_in + reply.tokens_out, reply.tokens_out / job.n)
         if reply.headers:
+            paced = self.limiter.active
             self.limiter.observe_headers(reply.headers)
-        if not attempt.overdue:  # an overdue answer says little about the typical latency, and was counted already
-            self.concurrency.on_success(latency)
-        self.timeouts.observe(latency)
+            if self.limiter.active and not paced:  # limits just learned: the limiter paces from now on
+                self.concurrency.open_to_cap()
+        # An overdue answer says little about the typical latency, and was signalled when it went overdue.
+        self.concurrency.on_success(None if attempt.overdue else latency)
+        # The timeout learns from every answer: a stalled sample overstates the server's latency, which only makes
+        # the timeout more patient (the wait it is compared with leaves the stalls out).
+        self.timeouts.observe(latency if latency is not None else attempt.raw_latency() or 0.0)
         self._unpark(attempt)
         self._successes += 1
         self._last_success = time.monotonic()
@@ -378,7 +392,7 @@ class Engine:
         s.tokens_out += reply.tokens_out
         s.spend = self.config.pricing.cost(s.tokens_in, s.tokens_out)
         for c in reply.completions:
-            c.latency = latency
+            c.latency = attempt.raw_latency()
         self._buffer.extend(zip(job.requests, reply.completions))
         if not self._flush_scheduled:
             self._flush_scheduled = True

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any
 
 from mathforge.datasets import get_loader
-from mathforge.datasets.stage import LoadConfig, run_load_stage
+from mathforge.datasets.stage import LoadConfig, iter_load_stage
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
+from mathforge.store.shards import fingerprint, map_shards, shards_of
 from mathforge.verify.stage import VerifyConfig, run_verify_stage
 
 
@@ -19,14 +22,17 @@ class LoadStage(Stage):
     stage_id = "load"
 
     def run(self, ctx: RunContext, cfg: LoadConfig) -> dict[str, Any]:
-        problems, rejects = run_load_stage(cfg)
         # The dataset's prompt default travels with each problem, so generate picks the right template per problem.
         prompt = get_loader(cfg.dataset, **cfg.loader_options()).prompt
-        for p in problems:
+        rejects: list[tuple[dict[str, Any], str]] = []
+        writer = ctx.output("problems")
+        count = 0
+        for p in iter_load_stage(cfg, rejects):  # rows stream from the source to the shards, a row group at a time
             p.meta.setdefault("prompt", prompt)
-        ctx.output("problems").write([p.to_row() for p in problems])
+            writer.write((p.to_row(),))
+            count += 1
         ctx.reject(self.stage_id, rejects)
-        return {"problems": len(problems), "rejected": len(rejects)}
+        return {"problems": count, "rejected": len(rejects)}
 
 
 class VerifyStage(Stage):
@@ -38,26 +44,52 @@ class VerifyStage(Stage):
     stage_id = "verify"
 
     def run(self, ctx: RunContext, cfg: VerifyConfig) -> dict[str, Any]:
-        rows = ctx.input("samples").to_pylist()
-        if ctx.has_input("problems"):  # multiple-choice options live on the problem; the verifier needs them per sample
-            choices = {p.id: p.meta["choices"] for p in ctx.problems() if p.meta.get("choices")}
-            if choices:
+        source = shards_of(ctx.input("samples"))
+        choices = _problem_choices(ctx) if ctx.has_input("problems") else {}
+        methods: Counter = Counter()
+
+        def tally(correct: list, method: list) -> None:
+            methods.update(m or "none" for m in method)
+            methods["\0correct"] += sum(c is True for c in correct)
+            methods["\0wrong"] += sum(c is False for c in correct)
+
+        def verify(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if choices:  # multiple-choice options live on the problem; the verifier needs them per sample
                 rows = [r if r.get("choices") or r["problem_id"] not in choices
-                        else {**r, "choices": _options_text(choices[r["problem_id"]])} for r in rows]
-        rows = run_verify_stage(rows, cfg)
-        ctx.output("samples").write(rows)
-        correct = sum(1 for r in rows if r.get("correct") is True)
-        wrong = sum(1 for r in rows if r.get("correct") is False)
-        methods: dict[str, int] = {}
-        for r in rows:
-            methods[r.get("method") or "none"] = methods.get(r.get("method") or "none", 0) + 1
+                        else {**r, "choices": choices[r["problem_id"]]} for r in rows]
+            out = run_verify_stage(rows, cfg)
+            tally([r.get("correct") for r in out], [r.get("method") for r in out])
+            return out
+
+        # Shard i of the input becomes shard i of the output; a killed verify resumes at its first unfinished shard.
+        stamp = fingerprint(cfg.model_dump(mode="json"), str(source.path), source.identity())
+        writer = ctx.output("samples", fingerprint=stamp, resume=True)
+        for i in writer.finished():  # kept from an earlier attempt: counted from what they hold
+            for batch in writer.staged_batches(i, ["correct", "method"]):
+                tally(batch.column("correct").to_pylist(), batch.column("method").to_pylist())
+        shards = map_shards(source, writer, verify)
+        correct, wrong = methods.pop("\0correct", 0), methods.pop("\0wrong", 0)
+        total = sum(methods.values())
         return {
-            "samples": len(rows),
+            "samples": total,
             "correct": correct,
             "incorrect": wrong,
-            "undecided": len(rows) - correct - wrong,
-            "methods": methods,
+            "undecided": total - correct - wrong,
+            "methods": dict(methods),
+            **shards,
         }
+
+
+def _problem_choices(ctx: RunContext) -> dict[str, str]:
+    """Option texts of the multiple-choice problems only (a few columns read a batch at a time)."""
+    out: dict[str, str] = {}
+    for batch in shards_of(ctx.input("problems")).record_batches(columns=["id", "meta"]):
+        for pid, meta in zip(batch.column("id").to_pylist(), batch.column("meta").to_pylist()):
+            if meta and '"choices"' in meta:
+                found = json.loads(meta).get("choices")
+                if found:
+                    out[pid] = _options_text(found)
+    return out
 
 
 def _options_text(choices: dict[str, str] | str) -> str:

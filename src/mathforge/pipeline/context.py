@@ -18,8 +18,9 @@ from mathforge.errors import ConfigError, DataError, IncompleteRunError
 from mathforge.pipeline.io import DirWriter, FileWriter, InPlace, TableReader, TableWriter, clean_leftovers
 from mathforge.pipeline.lock import RunLock
 from mathforge.pipeline.state import RunState, TableRef
-from mathforge.records import PROBLEM_SCHEMA, SAMPLE_SCHEMA, Problem
+from mathforge.records import PROBLEM_SCHEMA, SAMPLE_SCHEMA, Problem, Sample
 from mathforge.store import Ledger, append_rejected
+from mathforge.store.shards import ShardReader, ShardWriter
 
 if TYPE_CHECKING:
     from mathforge.pipeline.stages import Port, Stage
@@ -34,7 +35,7 @@ class StageScope:
 
     stage: "Stage"
     inputs: dict[str, TableRef]
-    writers: dict[str, TableWriter | DirWriter | FileWriter | InPlace] = field(default_factory=dict)
+    writers: dict[str, ShardWriter | TableWriter | DirWriter | FileWriter | InPlace] = field(default_factory=dict)
     failed: int = 0  # requests that failed for good
     unsent: int = 0  # requests left pending (budget cap, a teacher that stopped)
     partial_inputs: list[str] = field(default_factory=list)  # inputs that came from incomplete stages
@@ -174,7 +175,7 @@ class RunContext:
     def has_input(self, name: str) -> bool:
         return name in self._scope("has_input").inputs
 
-    def input(self, name: str) -> TableReader:
+    def input(self, name: str) -> ShardReader | TableReader:
         """A reader of the stage's input ``name``, resolved from the lineage (see ``Stage.inputs``)."""
         scope = self._scope("input")
         if name not in scope.inputs:
@@ -185,7 +186,17 @@ class RunContext:
             raise ConfigError(f"{self.run_dir}: stage {scope.stage.stage_id} has no '{name}' input in this run")
         ref = scope.inputs[name]
         self._check_complete(scope, name, ref)
-        return TableReader(self.path(ref.path), name=name, producer=ref.stage)
+        return open_table(self.path(ref.path), name=name, producer=ref.stage)
+
+    def records(self, name: str, batch_size: int = 8192) -> Iterator[Problem | Sample]:
+        """Input ``name`` as typed records (``Problem`` or ``Sample``, by its kind), streamed batch by batch."""
+        ref = self._scope("records").inputs.get(name)
+        kind = ref.kind if ref is not None else None
+        record = {"problems": Problem, "samples": Sample}.get(kind or "")
+        if record is None:
+            raise TypeError(f"input {name!r} of kind {kind!r} has no record type")
+        for rows in self.input(name).batches(batch_size):
+            yield from (record.from_row(r) for r in rows)
 
     def _check_complete(self, scope: StageScope, name: str, ref: TableRef) -> None:
         """Refuse an input from a stage that finished short of answers, unless partial results are allowed."""
@@ -217,14 +228,21 @@ class RunContext:
         ref = self.input_ref(name)
         return self.path(ref.path) if ref is not None else None
 
-    def output(self, name: str) -> TableWriter:
-        """The writer of the stage's output ``name``; committed as a whole when the stage returns."""
+    def output(self, name: str, *, fingerprint: str = "", resume: bool = False,
+               rows_per_shard: int | None = None) -> ShardWriter:
+        """The shard writer of the stage's output ``name``; committed as a whole when the stage returns.
+
+        With ``resume`` (stages that map input shard i to output shard i), shards finished by an earlier attempt
+        with the same ``fingerprint`` (config and input) are kept: see ``store/shards.py``.
+        """
         scope = self._scope("output")
         port = self._port(scope, name)
         if name not in scope.writers:
-            scope.writers[name] = TableWriter(self.path(scope.stage.output_file(name)), SCHEMAS.get(port.kind))
+            extra = {"rows_per_shard": rows_per_shard} if rows_per_shard else {}
+            scope.writers[name] = ShardWriter(self.path(scope.stage.output_file(name)), SCHEMAS.get(port.kind),
+                                              fingerprint=fingerprint, resume=resume, **extra)
         writer = scope.writers[name]
-        assert isinstance(writer, TableWriter)
+        assert isinstance(writer, ShardWriter)
         return writer
 
     def output_dir(self, name: str, folder: str | None = None) -> DirWriter:
@@ -289,7 +307,7 @@ class RunContext:
                 raise ConfigError(f"{self.run_dir}: stage {self.scope.stage.stage_id} has no {kind} input in this run")
             return self.input(name).to_pylist()
         ref = self.state.latest(kind) or self.state.require("\0after-all", kind)
-        return TableReader(self.path(ref.path)).to_pylist()
+        return open_table(self.path(ref.path)).to_pylist()
 
     def write_problems(self, stage_id: str, problems: list[Problem]) -> Path:
         """Seed a run with a problems table as if stage ``stage_id`` had written it (CLI commands, tests)."""
@@ -336,7 +354,12 @@ class RunContext:
         if teacher not in self.teachers:
             raise ConfigError(f"unknown teacher '{teacher}'; teachers in this recipe: {', '.join(self.teachers) or 'none'}")
         if teacher not in self._backends:
-            self._backends[teacher] = make_backend(teacher, self.teachers[teacher])
+            config = self.teachers[teacher]
+            adapter = getattr(config, "adapter", None)
+            if adapter and not Path(adapter).is_absolute() and self.path(adapter).exists():
+                # A teacher's relative adapter (``train/adapter``) is the one a stage of this run trained.
+                config = config.model_copy(update={"adapter": str(self.path(adapter))})
+            self._backends[teacher] = make_backend(teacher, config)
         return self._backends[teacher]
 
     def close(self) -> None:
@@ -357,3 +380,10 @@ def open_run(run_dir: str | Path, **kwargs: Any) -> Iterator[RunContext]:
         yield ctx
     finally:
         ctx.close()
+
+
+def open_table(path: Path, *, name: str = "", producer: str | None = None) -> ShardReader | TableReader:
+    """A reader of a stage table: a shard directory (``store/shards.py``) or a single Parquet file."""
+    if path.is_dir():
+        return ShardReader(path, name=name, producer=producer)
+    return TableReader(path, name=name, producer=producer)

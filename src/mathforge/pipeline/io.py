@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mathforge.errors import DataError
+from mathforge.store.shards import fsync_dir as _fsync_dir
 from mathforge.store.tables import rows_to_table
 
 TMP_MARK = ".mf-tmp"  # every file or folder written aside carries this in its name, so leftovers are easy to find
@@ -274,14 +275,6 @@ def clean_leftovers(folder: str | Path) -> list[str]:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             done.append(f"removed {p.name}")
     return done
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(folder: Path) -> None:

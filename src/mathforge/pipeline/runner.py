@@ -50,7 +50,8 @@ def open_recipe_run(recipe: "Recipe", run_dir: str | Path | None = None, *, allo
             tmp = run_dir / ".recipe.yaml.mf-tmp"
             tmp.write_text(dump_yaml(recipe.effective()), encoding="utf-8")
             tmp.replace(run_dir / "recipe.yaml")
-        ctx.state.set_order([sid for _, sid, _ in recipe.stages])
+        ctx.state.set_order([sid for _, sid, _ in recipe.stages],
+                            {sid: sorted(cls.output_kinds()) for sid, cls in recipe_stages(recipe)})
         ctx.state.save()
     except BaseException:
         ctx.close()

@@ -41,6 +41,7 @@ class RunState:
         self.run_dir = run_dir
         self.file = run_dir / STATE_FILE
         self.order: list[str] = []
+        self.declared: dict[str, list[str]] = {}  # stage id -> output kinds its recipe stage declares
         self.stages: dict[str, dict[str, Any]] = {}
         self.commit = 0
         self.ledger_ok = 0  # answered requests the ledger held at the last commit (guards against a lost ledger)
@@ -64,13 +65,14 @@ class RunState:
                                     "outputs": {kind: {"kind": kind, "path": name, "commit": 0}}}
             return
         self.order = list(data.get("order") or [])
+        self.declared = dict(data.get("declared") or {})
         self.stages = dict(data.get("stages") or {})
         self.commit = int(data.get("commit") or 0)
         self.ledger_ok = int(data.get("ledger_ok") or 0)
 
     def save(self) -> None:
         data = {"format": FORMAT, "commit": self.commit, "ledger_ok": self.ledger_ok, "order": self.order,
-                "stages": self.stages, "tables": self.latest_tables()}
+                "declared": self.declared, "stages": self.stages, "tables": self.latest_tables()}
         tmp = self.run_dir / f".{STATE_FILE}.mf-tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1)
@@ -79,9 +81,12 @@ class RunState:
         os.replace(tmp, self.file)
 
     # -- lineage -------------------------------------------------------------------------------------------------
-    def set_order(self, stage_ids: list[str]) -> None:
-        """The recipe's stage order. A recorded stage it does not name (a table given to a CLI command, a stage run
-        on its own) stays right after the stage it followed before, or first when it followed none."""
+    def set_order(self, stage_ids: list[str], declared: dict[str, list[str]] | None = None) -> None:
+        """The recipe's stage order (and the output kinds each declares). A recorded stage it does not name (a table
+        given to a CLI command, a stage run on its own) stays right after the stage it followed before, or first
+        when it followed none."""
+        if declared is not None:
+            self.declared = {k: sorted(v) for k, v in declared.items()}
         order = list(stage_ids)
         for i, sid in enumerate(self.order):
             if sid in order:
@@ -94,18 +99,28 @@ class RunState:
         st = self.stages.get(stage_id) or {}
         return st.get("outputs") or {} if st.get("status") == "done" else {}
 
-    def resolve(self, stage_id: str, kind: str) -> TableRef | None:
-        """The table of ``kind`` that the stage ``stage_id`` reads: the nearest earlier producer in ``order``."""
+    def resolve(self, stage_id: str, kind: str, *, strict: bool = True) -> TableRef | None:
+        """The table of ``kind`` that the stage ``stage_id`` reads: the output of the nearest earlier stage in
+        ``order`` that writes ``kind``. When that stage has not run (or its output is gone) it is an error, never a
+        reason to read an older table; ``strict=False`` (readers of a whole run) skips such stages instead."""
         pos = self.order.index(stage_id) if stage_id in self.order else len(self.order)
         for sid in reversed(self.order[:pos]):
-            for out, ref in self._outputs(sid).items():
+            outputs = self._outputs(sid)
+            writes = set(self.declared.get(sid, ())) | {ref["kind"] for ref in outputs.values()}
+            if kind not in writes:
+                continue
+            for out, ref in outputs.items():
                 if ref["kind"] == kind and (self.run_dir / ref["path"]).exists():
                     return TableRef(sid, out, kind, ref["path"], ref.get("commit", 0), ref.get("rows"))
+            if strict:
+                what = "has not run yet" if not outputs else "lost its output (the file is gone)"
+                raise ConfigError(f"{self.run_dir}: stage '{stage_id}' reads {kind} from stage '{sid}', which {what}; "
+                                  f"run it first (`mathforge run RECIPE -o {self.run_dir} --from {sid}`)")
         return None
 
     def latest(self, kind: str) -> TableRef | None:
         """The final table of ``kind`` in lineage order (what a reader of the whole run looks at)."""
-        return self.resolve("\0after-all", kind)
+        return self.resolve("\0after-all", kind, strict=False)
 
     def latest_tables(self) -> dict[str, str]:
         kinds = {ref["kind"] for sid in self.order for ref in self._outputs(sid).values()}

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import yaml
 
 from mathforge.engine.accounting import Pricing
@@ -46,8 +45,10 @@ def _json(path: Path) -> dict[str, Any]:
 def _rows(path: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    names = pq.read_schema(path).names
-    return pq.read_table(path, columns=[c for c in columns if c in names] if columns else None).to_pylist()
+    from mathforge.store.shards import ShardReader  # a single file or a shard directory
+
+    return ShardReader(path).to_pylist() if not columns else [
+        r for batch in ShardReader(path).batches(columns=columns) for r in batch]
 
 
 def _count(path: Path, only_correct: bool = False) -> int | None:
@@ -55,7 +56,9 @@ def _count(path: Path, only_correct: bool = False) -> int | None:
         return None
     if only_correct:
         return sum(1 for r in _rows(path, ["correct"]) if r.get("correct") is True)
-    return pq.read_metadata(path).num_rows
+    from mathforge.store.shards import ShardReader
+
+    return ShardReader(path).num_rows
 
 
 def stage_funnel(run: Path, summary: dict[str, Any]) -> list[tuple[str, int]]:

@@ -161,6 +161,10 @@ def synthesize(
     screen(cands, seeds, cfg, index)
     accepted = solve_and_vote(ctx, cands, cfg, solver, seed, usage["solve"])
     problems = [accepted[c.id] for c in cands if c.id in accepted]
+    by_id = {c.id: c for c in cands}
+    for p in problems:  # what the writer saw, so the accepted pairs can train a synthesiser (export style synthesis)
+        p.meta.update(source_text=by_id[p.id].source_text, writer=generator,
+                      writer_model=ctx.backend(generator).identity()[0])
     rejects = [(c.record(), c.reason) for c in cands if c.reason is not None]
     metrics = {
         "seeds": len(seeds),

@@ -24,9 +24,17 @@ class TrainStage(Stage):
 
         exported = ctx.input_path("data")
         cfg = cfg.model_copy(update={
-            "data": cfg.data or str(exported or ctx.run_dir),
+            "data": _in_run(ctx, cfg.data) if cfg.data else str(exported or ctx.run_dir),
             # checkpoints are resumed from, so the folder is kept in place rather than switched in at the end
             "output_dir": str(ctx.output_in_place("model", cfg.output_dir)),
         })
         metrics = train(cfg, seed=ctx.seed)
         return {k: metrics[k] for k in SUMMARY_KEYS if k in metrics}
+
+
+def _in_run(ctx: RunContext, data: str) -> str:
+    """A relative data path names a folder of this run (e.g. ``export/synthesis``) when one exists there."""
+    from pathlib import Path
+
+    inside = ctx.path(data)
+    return str(inside) if not Path(data).is_absolute() and inside.exists() else data

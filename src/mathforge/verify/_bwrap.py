@@ -81,7 +81,9 @@ def seccomp_filter() -> bytes:
     try:
         import pyseccomp as sc
     except (ImportError, OSError, RuntimeError) as exc:  # pyseccomp raises at import when libseccomp is missing
-        raise SandboxUnavailable(f"seccomp filter unavailable ({exc}): pip install pyseccomp; apt-get install libseccomp2")
+        raise SandboxUnavailable(
+            f"seccomp filter unavailable ({exc}): pip install pyseccomp; apt-get install libseccomp2"
+        ) from exc
     flt = sc.SyscallFilter(sc.ALLOW)
     for name in _DENIED:
         try:

@@ -5,6 +5,8 @@ Layers, cheapest first; each either decides or passes the case on:
 2. ``choice``: multiple choice, letters compared (values mapped to letters through the options).
 3. ``numeric-exact`` (and ``numeric-rounded``): both sides plain numbers under the policy in ``normalize.py``; exact.
 4. ``string``: canonical text forms are identical (text answers such as ``4:30 p.m.``, ``\\text{Evelyn}``).
+   Before 3-4, an answer or gold holding an ellipsis is compared as a sequence (``sequence``, see ``structure.py``);
+   items the cheap layers cannot decide go to the worker.
 5. ``math-verify`` (``math-verify+exact`` when our exact re-check overrules it): in a pool worker, hard time limit;
    ``timeout`` when the worker had to be killed (correct=None, never equal).
 Layers 1-4 never leave the calling process.
@@ -17,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 from mathforge.verify.extract import EXTRACTORS, extract, gold_answer, parse_options
 from mathforge.verify.normalize import canon_text, format_rational, rounding_match, to_rational
+from mathforge.verify.structure import compare_sequences, has_ellipsis
 
 DEFAULT_CHAIN = ("gsm8k-hash", "final-answer", "boxed", "answer-is", "math-verify")
 WHOLE_MAX = 200  # a one-line text this short with no anchor is taken as a bare answer ("whole")
@@ -77,6 +80,14 @@ def _numeric(extracted: str, gold: str) -> tuple[bool, str, str] | None:
     return False, "numeric-exact", format_rational(qp)
 
 
+def _cheap_equal(pred: str, gold: str) -> bool | None:
+    """The in-process layers on one pair of items: numbers exactly, else identical canonical text, else undecided."""
+    numeric = _numeric(pred, gold)
+    if numeric is not None:
+        return numeric[0]
+    return True if canon_text(pred) == canon_text(gold) else None
+
+
 def _choice_verdict(text: str, gold: str, choices: dict | str, chain: list[str]) -> Verdict:
     """Multiple choice: compare letters; a value answer (or value gold) is mapped to its option letter."""
     options = parse_options(choices)
@@ -129,6 +140,11 @@ def local_verdict(
             return SymbolicTask(text, gold_answer(gold)[0], True, None, "math-verify")
         ans, name = text.strip(), "whole"  # a bare answer: the cheap layers may still decide it
     gold_ans = gold_answer(gold)[0]
+    if has_ellipsis(ans) or has_ellipsis(gold_ans):
+        same, why = compare_sequences(ans, gold_ans, _cheap_equal)
+        if same is not None or "expression" in why:
+            return Verdict(same, ans, None, "sequence", name, why)
+        return SymbolicTask(ans, gold_ans, False, ans, name)  # items the worker compares one by one
     numeric = _numeric(ans, gold_ans)
     if numeric is not None:
         ok, method, norm = numeric

@@ -9,7 +9,10 @@ All scanners are linear in the input (no nested quantifiers), so 100 KB outputs 
 from __future__ import annotations
 
 import re
+from itertools import islice
 from typing import Callable
+
+from mathforge.verify.normalize import strip_emphasis
 
 DEFAULT_EXTRACTORS = ("gsm8k-hash", "final-answer", "boxed", "answer-is")
 BOX_JOIN_GAP = 40  # boxes closer than this (no sentence end between) form one multi-part answer
@@ -33,6 +36,13 @@ _LETTER_PATTERNS = (
     re.compile(r"^\s*\(?([a-e])\)?\s*[.)]?\s*$", re.IGNORECASE | re.MULTILINE),
 )
 _OPTION = re.compile(r"(?:^|,)\s*([a-e])\s*\)\s*")
+# The start of a new few-shot exemplar or chat turn written by a model that did not stop after its answer.
+# (The literal "\n" prefix keeps the scan a fast search: a few microseconds per GSM8K solution.)
+_CONTINUATION = re.compile(
+    r"\n[ \t#*]*(?i:question|problem|q|exercise|human|user|instruction)[ \t]*\d*[ \t]*[:.]\**[ \t]*\S"
+)
+_CHAT_TOKEN = re.compile(r"<\|(?:im_start|user|endoftext|eot_id|start_header_id)\|>|</s>")
+_MAX_CONTINUATIONS = 5
 
 
 def boxed_contents(text: str) -> list[tuple[str, int, int]]:
@@ -105,9 +115,14 @@ def _last_group(pattern: re.Pattern[str], text: str) -> str | None:
 
 
 def _gsm8k_hash(text: str) -> str | None:
-    """GSM8K's ``#### N`` line (anchored at line start, so ``$`` amounts in the working never compete)."""
-    ans = _last_group(_HASH, text)
-    return ans or None
+    """GSM8K's first ``#### N`` line (anchored at line start, so ``$`` amounts in the working never compete).
+
+    The first, not the last: ``####`` ends a GSM8K answer, so any later one belongs to a few-shot continuation the
+    model wrote after its own answer."""
+    for m in _HASH.finditer(text):
+        if m.group(1).strip():
+            return m.group(1).strip()
+    return None
 
 
 def _final_answer(text: str) -> str | None:
@@ -180,16 +195,34 @@ EXTRACTORS: dict[str, Callable[[str], str | None]] = {
 
 
 def extract(text: str | None, extractors: list[str] | tuple[str, ...] | None = None) -> tuple[str | None, str | None]:
-    """Try the named extractors in order; return ``(answer, extractor_name)`` or ``(None, None)``."""
+    """Try the named extractors in order; return ``(answer, extractor_name)`` or ``(None, None)``.
+
+    A model that runs on into a few-shot continuation ("...#### 72\n\nQuestion: ... The answer is 10") answered
+    before the continuation: the text up to the first new exemplar is tried first, whenever it holds an answer.
+    """
     if not text:
         return None, None
-    for name in DEFAULT_EXTRACTORS if extractors is None else extractors:
-        fn = EXTRACTORS.get(name)
-        if fn is None:
+    names = DEFAULT_EXTRACTORS if extractors is None else extractors
+    for name in names:
+        if name not in EXTRACTORS:
             raise ValueError(f"unknown extractor {name!r}; known: {', '.join(EXTRACTORS)}")
-        ans = fn(text)
+    cuts = [m.start() for m in islice(_CONTINUATION.finditer(text), _MAX_CONTINUATIONS)]
+    if "<|" in text or "</s>" in text:
+        cuts = sorted(cuts + [m.start() for m in islice(_CHAT_TOKEN.finditer(text), _MAX_CONTINUATIONS)])
+    for cut in cuts[:_MAX_CONTINUATIONS]:
+        found = _first_hit(text[:cut], names)
+        if found[0] is not None:
+            return found
+    return _first_hit(text, names)
+
+
+def _first_hit(text: str, names: list[str] | tuple[str, ...]) -> tuple[str | None, str | None]:
+    for name in names:
+        ans = EXTRACTORS[name](text)
         if ans:
-            return ans, name
+            ans = strip_emphasis(ans) if name != "pot" else ans
+            if ans:
+                return ans, name
     return None, None
 
 

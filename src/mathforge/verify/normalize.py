@@ -30,6 +30,7 @@ _FRAC_HALF = re.compile(r"\\frac\s*(\d)\s*(?=\{)")
 _FRAC_HALF2 = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\d)")
 _MATHRM_LETTER = re.compile(r"\\math(?:rm|it)\s*\{\s*([A-Za-z])\s*\}")
+_PAREN_CMD = re.compile(r"\\((?:sqrt(?:\[[^\[\]{}]*\])?)|[dtc]?frac)(?=\s*\()")
 
 _INT = r"\d{1,3}(?:,\d{3})+|\d{1,3}(?:[ ]\d{3})+|\d+"
 _DEC = rf"(?:{_INT})(?:\.\d*)?|\.\d+"
@@ -53,9 +54,22 @@ _MATH_WORDS = {
 }
 
 
+_EMPHASIS = re.compile(r"(?<![\w)\]}])(\*\*|__)(?=\S)(.+?)(?<=\S)\1(?![\w({])")  # **73**, never x**2 + y**2
+_ITALIC = re.compile(r"(?<![\w*\\])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![\w*])")  # *73*, never 2*3*4
+
+
+def strip_emphasis(s: str) -> str:
+    """Remove Markdown emphasis around (parts of) an answer: ``**73**``, ``*x = 2*``; stray ``**`` at the ends."""
+    if "*" not in s and "__" not in s:
+        return s
+    s = _EMPHASIS.sub(r"\2", s)
+    s = _ITALIC.sub(r"\1", s)
+    return s.strip().strip("*").strip() if s.strip().startswith("**") or s.strip().endswith("**") else s
+
+
 def strip_math_delims(s: str) -> str:
-    """Remove one pair of outer LaTeX math delimiters and a whole-answer ``\\boxed{}``."""
-    s = s.strip()
+    """Remove Markdown emphasis, one pair of outer LaTeX math delimiters and a whole-answer ``\\boxed{}``."""
+    s = strip_emphasis(s.strip())
     for left, right in (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")):
         if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
             s = s[len(left) : len(s) - len(right)].strip()
@@ -69,8 +83,50 @@ def strip_math_delims(s: str) -> str:
     return s.rstrip(" .\\").strip() if not s.endswith("\\\\") else s
 
 
+def repair_parens(s: str) -> str:
+    """``\\sqrt(2)`` -> ``\\sqrt{2}``, ``\\frac(a)(b)`` -> ``\\frac{a}{b}``: a command given parentheses where its
+    argument needs braces. Left as is, the parser stops at ``(`` and reads ``4\\sqrt(2)`` as 4."""
+    if "(" not in s or "\\" not in s:
+        return s
+    out, i = [], 0
+    for m in _PAREN_CMD.finditer(s):
+        if m.start() < i:
+            continue
+        args, j = [], m.end()
+        for _ in range(2 if m.group(1).endswith("frac") else 1):
+            k = _skip_ws(s, j)
+            close = _closing_paren(s, k) if k < len(s) and s[k] == "(" else None
+            if close is None:
+                break
+            args.append(s[k + 1 : close])
+            j = close + 1
+        if not args or (m.group(1).endswith("frac") and len(args) < 2):
+            continue
+        out.append(s[i : m.end()] + "".join("{" + a + "}" for a in args))
+        i = j
+    return "".join(out) + s[i:]
+
+
+def _skip_ws(s: str, i: int) -> int:
+    while i < len(s) and s[i] == " ":
+        i += 1
+    return i
+
+
+def _closing_paren(s: str, i: int) -> int | None:
+    """The index of the ``)`` matching the ``(`` at ``i``, or None."""
+    depth = 0
+    for j in range(i, min(len(s), i + MAX_NUMERIC_LEN)):
+        depth += (s[j] == "(") - (s[j] == ")")
+        if depth == 0:
+            return j
+    return None
+
+
 def latex_tidy(s: str) -> str:
-    """Rewrite LaTeX shorthands that the symbolic parser mishandles (``\\frac12``, ``\\tfrac``, ``\\mathrm{e}``)."""
+    """Rewrite LaTeX shorthands that the symbolic parser mishandles (``\\frac12``, ``\\tfrac``, ``\\mathrm{e}``,
+    ``\\sqrt(2)``)."""
+    s = repair_parens(s)
     s = _FRAC_CMD.sub(r"\\frac", s)
     s = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_HALF.sub(r"\\frac{\1}", s)

@@ -32,7 +32,10 @@ from pathlib import Path
 from mathforge.verify import _bwrap
 from mathforge.verify._bwrap import SandboxUnavailable
 
-__all__ = ["MODES", "SandboxResult", "SandboxUnavailable", "extract_code", "run_program", "reset_sandbox_mode", "sandbox_mode", "set_sandbox_mode"]
+__all__ = [
+    "MODES", "SandboxResult", "SandboxUnavailable", "extract_code", "reset_sandbox_mode", "run_program",
+    "sandbox_mode", "set_sandbox_mode",
+]
 
 MARK = "SANDBOX-BLOCKED"
 MAX_CAPTURE = 64 * 1024
@@ -100,27 +103,37 @@ def run_program(
     if mode == UNSAFE:
         return _run_unsafe(code, run_id, timeout, cpu_s, memory_mb, fsize_mb, nofile)
     _probe()
+    stdout, stderr, rc, ended = _run_bwrap(
+        code, run_id, timeout, list(_bwrap.view()[1]),
+        cpu_s=cpu_s, memory_mb=memory_mb, fsize_mb=fsize_mb, disk_mb=disk_mb, nofile=nofile,
+    )
+    return _result(stdout, stderr, rc, ended, timeout, run_id)
+
+
+def _run_bwrap(
+    code: str, run_id: str, timeout: float, site: list[str], **limits: int
+) -> tuple[str, str, int | None, str]:
+    """One program through prlimit + bubblewrap; the program and the seccomp filter travel as memfds."""
     code_fd = _memfd("pot-code", code.encode("utf-8"))
     seccomp_fd = _memfd("pot-seccomp", _bwrap.seccomp_filter())
     try:
-        config = json.dumps({"cwd": _bwrap.WORK, "code": _bwrap.CODE, "site": _bwrap.view()[1], "id": run_id})
-        cmd = _bwrap.command(
-            code_fd=code_fd, seccomp_fd=seccomp_fd, config=config, cpu_s=cpu_s, memory_mb=memory_mb,
-            fsize_mb=fsize_mb, disk_mb=disk_mb, nofile=nofile,
-        )
+        config = json.dumps({"cwd": _bwrap.WORK, "code": _bwrap.CODE, "site": site, "id": run_id})
+        cmd = _bwrap.command(code_fd=code_fd, seccomp_fd=seccomp_fd, config=config, **limits)
         stdout, stderr, rc, ended = _communicate(cmd, timeout, pass_fds=(code_fd, seccomp_fd), cwd="/")
     finally:
         os.close(code_fd)
         os.close(seccomp_fd)
     if rc is not None and rc > 128:
         rc = -(rc - 128)  # bwrap reports a child killed by signal N as exit status 128 + N
-    return _result(stdout, stderr, rc, ended, timeout, run_id)
+    return stdout, stderr, rc, ended
 
 
 def _memfd(name: str, data: bytes) -> int:
     """An anonymous in-memory file holding ``data``, positioned at its start (bwrap reads it to EOF)."""
-    fd = os.memfd_create(name, 0)
-    os.write(fd, data)
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)  # pass_fds hands it to bwrap only
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
@@ -137,18 +150,9 @@ def _probe() -> None:
         raise SandboxUnavailable(_probed)
     try:
         _bwrap.tools()
-        code_fd = _memfd("pot-code", b"print('ok')")
-        seccomp_fd = _memfd("pot-seccomp", _bwrap.seccomp_filter())
-        try:
-            config = json.dumps({"cwd": _bwrap.WORK, "code": _bwrap.CODE, "site": [], "id": "probe"})
-            cmd = _bwrap.command(
-                code_fd=code_fd, seccomp_fd=seccomp_fd, config=config, cpu_s=10, memory_mb=1024, fsize_mb=1,
-                disk_mb=1, nofile=64,
-            )
-            out, err, rc, _ = _communicate(cmd, 30.0, pass_fds=(code_fd, seccomp_fd), cwd="/")
-        finally:
-            os.close(code_fd)
-            os.close(seccomp_fd)
+        out, err, rc, _ = _run_bwrap(
+            "print('ok')", "probe", 30.0, [], cpu_s=10, memory_mb=1024, fsize_mb=1, disk_mb=1, nofile=64
+        )
         if rc != 0 or out.strip() != "ok":
             raise SandboxUnavailable(
                 f"bubblewrap is installed but could not build the sandbox (exit {rc}): {err.strip()[-500:]}. It needs "

@@ -1,0 +1,166 @@
+"""Which data selection helps the student most? random vs IFD vs perplexity vs LESS-style influence, same budget.
+
+The pool is what a pipeline without a verifier holds: every sample the base model (SmolLM2-135M) wrote for the
+"prove it" experiment's training problems (``bench/science.py`` → ``<science run>/verified.parquet``), right or wrong.
+Each method keeps ``--fraction`` of it; the verdicts are never shown to the methods, they only measure afterwards
+how many kept rows are correct (selection precision; the pool's own share is the random expectation). Then a LoRA
+student is trained on each selection and on the full pool with the experiment's training settings and the same
+number of steps, and every student is scored greedily on the same held-out problems (95% Wilson intervals, paired
+bootstrap differences against the random selection). Influence's target set is ``--target-size`` reference
+solutions of training problems that are NOT in the pool (the task, never the test set).
+
+Usage: nice -n 10 python bench/select_data.py [--science-run runs/science] [--fraction 0.2] [--test-problems 200]
+Writes bench/results/select.md; the students, evals and ledger live in --run-dir (resumable: rerun to finish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from mathforge.backends.local import LocalConfig  # noqa: E402
+from mathforge.datasets import load  # noqa: E402
+from mathforge.evaluate.config import BenchmarkSpec, EvalConfig  # noqa: E402
+from mathforge.evaluate.runner import run_eval  # noqa: E402
+from mathforge.experiment import TRAIN_DEFAULTS  # noqa: E402
+from mathforge.export import ExportConfig, export  # noqa: E402
+from mathforge.pipeline.context import RunContext  # noqa: E402
+from mathforge.prompts import get_prompt  # noqa: E402
+from mathforge.select import SelectConfig, select_rows  # noqa: E402
+from mathforge.store import read_rows  # noqa: E402
+from mathforge.train.config import TrainConfig  # noqa: E402
+
+OUT = Path(__file__).parent / "results" / "select.md"
+PROMPT = "cot"
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except Exception:
+        return platform.processor() or "unknown"
+
+
+def write_target(path: Path, pool_ids: set[str], size: int) -> int:
+    """Reference solutions of training problems outside the pool: what the selection should help with."""
+    rows = [{"question": p.question, "solution": p.solution}
+            for p in load("arith", "bundled:arith-train", split="train") if p.id not in pool_ids][:size]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return len(rows)
+
+
+def train_arm(arm_dir: Path, rows: list[dict[str, Any]], steps: int, seed: int) -> dict[str, Any]:
+    from mathforge.train.sft import train
+
+    cfg = ExportConfig(formats=["jsonl"], styles=["chat"], system_prompt=get_prompt(PROMPT).system,
+                       only_correct=False, validation_fraction=0.0, card=False)
+    export(rows, arm_dir / "export", cfg, seed=seed)
+    tcfg = TrainConfig(**{"model": "smollm2", **TRAIN_DEFAULTS, "max_steps": steps, "data": str(arm_dir / "export"),
+                          "output_dir": str(arm_dir / "train")})
+    m = train(tcfg, seed=seed)
+    return {k: m.get(k) for k in ("global_step", "first_loss", "last_loss", "train_seconds")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--science-run", default="runs/science", help="run directory of bench/science.py")
+    ap.add_argument("--run-dir", default="runs/select")
+    ap.add_argument("--fraction", type=float, default=0.2)
+    ap.add_argument("--methods", nargs="+", default=["random", "perplexity", "ifd", "influence"])
+    ap.add_argument("--target-size", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["max_steps"])
+    ap.add_argument("--test-problems", type=int, default=200)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--no-train", action="store_true", help="measure selection only (cost and precision)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    run = Path(args.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    pool = read_rows(Path(args.science_run) / "verified.parquet")
+    base_rate = sum(r.get("correct") is True for r in pool) / len(pool)
+    target = run / "target.jsonl"
+    n_target = write_target(target, {r["problem_id"] for r in pool}, args.target_size)
+    system = get_prompt(PROMPT).system
+    load0 = os.getloadavg()[0]
+    selections: dict[str, list[dict[str, Any]]] = {"full": pool}
+    rows_md = []
+    for method in args.methods:
+        cfg = SelectConfig(method=method, fraction=args.fraction, seed=args.seed,
+                           proxy={"system_prompt": system, "threads": 1},
+                           influence={"target": str(target)} if method == "influence" else {})
+        t0 = time.perf_counter()
+        res = select_rows([{k: v for k, v in r.items() if k != "correct"} for r in pool], cfg, args.seed)
+        secs = time.perf_counter() - t0
+        kept_ids = {r["id"] for r in res.kept}
+        kept = [r for r in pool if r["id"] in kept_ids]
+        selections[method] = kept
+        precision = sum(r.get("correct") is True for r in kept) / len(kept)
+        rows_md.append((method, len(kept), precision, secs, secs / len(pool)))
+        print(f"{method:<11} kept {len(kept):>4}  correct {precision:6.1%}  {secs:8.1f} s  {secs / len(pool):.3f} s/row",
+              flush=True)
+
+    results: dict[str, Any] = {}
+    if not args.no_train:
+        arms = {name: train_arm(run / name, rows, args.steps, args.seed) for name, rows in selections.items()}
+        teacher = LocalConfig(model="smollm2", batch_size=30, threads=1)
+        models = {name: teacher.model_copy(update={"adapter": str(run / name / "train" / "adapter")}).model_dump(
+            mode="json") for name in selections}
+        ctx = RunContext(run, teachers={}, seed=args.seed)
+        try:
+            ecfg = EvalConfig(models=models, base="random" if "random" in models else None, max_tokens=args.max_tokens,
+                              prompt=PROMPT, seed=args.seed,
+                              benchmarks=[BenchmarkSpec(name="arith", path="bundled:arith-test", split="test",
+                                                        limit=args.test_problems)])
+            results = run_eval(ctx, ecfg, run / "eval")
+        finally:
+            ctx.close()
+        results["arms"] = arms
+    load1 = os.getloadavg()[0]
+    write_md(args, pool, base_rate, n_target, rows_md, results, (load0, load1))
+
+
+def write_md(args: Any, pool: list[dict[str, Any]], base_rate: float, n_target: int, rows_md: list[tuple],
+             results: dict[str, Any], loads: tuple[float, float]) -> None:
+    lines = ["# Data selection: random vs perplexity vs IFD vs LESS-style influence", "",
+             f"`python bench/select_data.py --fraction {args.fraction} --steps {args.steps} --test-problems "
+             f"{args.test_problems}`. CPU: {cpu_model()}, {os.cpu_count()} cores; load average {loads[0]:.1f} at the "
+             f"start and {loads[1]:.1f} at the end (the machine was shared with other jobs: seconds are pessimistic; "
+             "compare rows with each other, not with other files).", "",
+             f"Pool: {len(pool)} samples by the base SmolLM2-135M on {len({r['problem_id'] for r in pool})} training "
+             f"problems of the arith family, right or wrong (from `{args.science_run}`), {base_rate:.1%} of them "
+             f"correct. Budget: {args.fraction:.0%} of the rows. Influence target: {n_target} reference solutions of "
+             "training problems outside the pool. Proxy: the same SmolLM2-135M (so selector = student size).", "",
+             "## Selection: cost and precision", "",
+             "| method | rows kept | correct among kept | seconds | seconds per pool row |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {m} | {n} | {p:.1%} | {s:.1f} | {spr:.3f} |" for m, n, p, s, spr in rows_md]
+    lines += ["", f"Precision of a random pick is the pool's share, {base_rate:.1%}.", ""]
+    if results:
+        from mathforge.evaluate.compare import comparison_rows, find_results, fmt_delta, fmt_score
+
+        rows = comparison_rows(find_results(Path(args.run_dir) / "eval"))
+        sizes = {m: n for m, n, *_ in rows_md} | {"full": len(pool)}
+        lines += ["## Students (same base, same steps; greedy on held-out arith problems)", "",
+                  "| arm | training rows | accuracy ± 95% CI (%) | Δ vs random, paired bootstrap [95% CI] (points) |",
+                  "|---|---:|---:|---|"]
+        lines += [f"| {r['model']} | {sizes.get(r['model'], '-')} | {fmt_score(r['primary'])} | "
+                  f"{fmt_delta(r['delta'], r['model'] == r['base'])} |" for r in rows]
+        lines += ["", f"{args.steps} LoRA steps per arm (TRAIN_DEFAULTS of the experiment); training loss first → "
+                  "last: " + ", ".join(f"{k} {v.get('first_loss')} → {v.get('last_loss')}"
+                                        for k, v in results["arms"].items()) + ".", ""]
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

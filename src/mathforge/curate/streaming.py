@@ -1,0 +1,424 @@
+"""Curation in bounded memory: records stream through pool → filters → decontamination in batches, dedup is global
+over compact keys, and RFT runs per problem on hash partitions.
+
+Memory of the global steps grows with the number of records only through what each record leaves behind: its id
+(a Python string), its problem's integer code, a 16-byte exact-text digest, and for near-duplicates 8 bytes per
+LSH band (11-16 bands at the default thresholds); the MinHash signatures themselves (512 bytes per text at 128
+permutations) are appended to a scratch file and read back a row at a time to confirm candidates. Record bodies are
+spooled to scratch files between passes, never held: pass 1 filters, decontaminates and spools survivors; dedup
+decides on the keys; pass 2 streams the spool, rejecting duplicates and partitioning the rest by problem into
+buckets of at most ``RFT_BUCKET`` records, each selected in memory and emitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import shutil
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mathforge.curate.decontam import BenchmarkIndex, Hit
+from mathforge.curate.dedup import SignatureStore, cluster_roots, cluster_stats, near_duplicates, normalize, signatures
+from mathforge.curate.filters import apply_filters, build_filters
+from mathforge.curate.ngrams import tokenize
+from mathforge.curate.rft import select_paths
+
+Rows = list[dict[str, Any]]
+Rejects = list[tuple[dict[str, Any], str]]
+RFT_BUCKET = 50_000  # records per RFT partition (all samples of a problem land in one)
+
+
+@dataclass
+class Funnel:
+    """Records in, then per step the records dropped by reason kind and the records left."""
+
+    records_in: int
+    steps: list[tuple[str, Counter, int]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, step: str, dropped: Rejects | Counter, left: int, seconds: float = 0.0) -> None:
+        kinds = dropped if isinstance(dropped, Counter) else _kinds(dropped)
+        self.steps.append((step, kinds, left))
+        self.seconds[step] = round(seconds, 3)
+
+    @property
+    def records_out(self) -> int:
+        return self.steps[-1][2] if self.steps else self.records_in
+
+    def dropped(self) -> dict[str, int]:
+        out: Counter = Counter()
+        for _, kinds, _ in self.steps:
+            out.update(kinds)
+        return dict(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records_in": self.records_in,
+            "steps": [{"step": s, "dropped": dict(k), "left": left, "seconds": self.seconds.get(s)}
+                      for s, k, left in self.steps],
+            "records_out": self.records_out,
+        }
+
+
+def _kinds(rejected: Rejects) -> Counter:
+    return Counter(reason.split(":", 1)[0] for _, reason in rejected)
+
+
+class _Spool:
+    """Record batches pickled to a scratch file and read back in order (exact Python values, no schema to infer)."""
+
+    def __init__(self, path: Path):
+        self.path, self.rows = path, 0
+        self._fh = open(path, "wb")
+
+    def write(self, rows: Rows) -> None:
+        if rows:
+            pickle.dump(rows, self._fh, protocol=pickle.HIGHEST_PROTOCOL)
+            self.rows += len(rows)
+
+    def batches(self) -> Iterator[Rows]:
+        self._fh.close()
+        with open(self.path, "rb") as fh:
+            while True:
+                try:
+                    yield pickle.load(fh)
+                except EOFError:
+                    return
+
+
+@dataclass
+class _Timer:
+    seconds: Counter = field(default_factory=Counter)
+    _t: float = field(default_factory=time.perf_counter)
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] += now - self._t
+        self._t = now
+
+
+def _digest(text: str | None) -> bytes:
+    return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=16).digest()
+
+
+class _Curation:
+    """The state one curation carries between its passes: compact keys per record and per problem."""
+
+    def __init__(self, cfg: Any, index: BenchmarkIndex | None, work: Path):
+        self.cfg, self.index, self.work = cfg, index, work
+        self.filters = build_filters(cfg.filters)
+        self.timer = _Timer()
+        self.dropped: dict[str, Counter] = defaultdict(Counter)
+        self.left: dict[str, int] = Counter()
+        self.records_in = 0
+        self.seen_ids: dict[str, int] = {}  # sample id -> index of the source it came from
+        self.codes: dict[str, int] = {}  # problem id -> integer code
+        self.teachers_in: Counter = Counter()
+        self.correct_in: Counter = Counter()
+        # decontamination
+        self.checked: set[int] = set()
+        self.problem_hits: dict[int, Hit] = {}
+        self.per_bench: dict[str, Counter] = defaultdict(Counter)
+        self.decontam_dropped = 0
+        # survivors of pass 1, in order: one entry each
+        self.ids: list[str] = []
+        self.code_of: list[int] = []
+        self.text_digest: list[bytes] = []
+        self.problem_of_code: dict[int, int] = {}  # code -> index among the surviving problems
+        self.problem_pids: list[str] = []
+        self.problem_exact: list[int | None] = []
+        self._question_first: dict[bytes, int] = {}
+        dcfg = cfg.dedup
+        self.sol_sigs = SignatureStore(work / "solutions.sig", dcfg.num_perm) if dcfg.solution_threshold is not None else None
+        self.prob_sigs = SignatureStore(work / "problems.sig", dcfg.num_perm) if dcfg.problem_threshold is not None else None
+        self.spool = _Spool(work / "survivors.pkl")
+        self.source_names: list[str] = []
+
+    def code(self, pid: Any) -> int:
+        key = str(pid)
+        c = self.codes.get(key)
+        if c is None:
+            c = self.codes[key] = len(self.codes)
+        return c
+
+    # -- pass 1 ------------------------------------------------------------------------------------------------------
+    def pass1(self, source: int, name: str, rows: Rows, reject: Callable[[Rejects], None]) -> None:
+        self.records_in += len(rows)
+        kept, dup = [], []
+        for row in rows:
+            sid = str(row["id"])
+            first = self.seen_ids.get(sid)
+            if first is not None:
+                dup.append((row, f"duplicate-id: sample {sid} of {name} is already pooled from {self.source_names[first]}"))
+                continue
+            self.seen_ids[sid] = source
+            kept.append(row)
+        self._drop("pool", dup, reject)
+        for r in kept:
+            self.teachers_in[str(r.get("teacher"))] += 1
+            if r.get("correct") is True:
+                self.correct_in[str(r.get("teacher"))] += 1
+        self.timer.lap("pool")
+        rows, dropped = apply_filters(kept, self.filters)
+        self._drop("filters", dropped, reject)
+        self.timer.lap("filters")
+        tokens = tokenize([r.get("text") for r in rows])
+        if self.cfg.decontam.enabled and self.index is not None:
+            keep = self._decontaminate(rows, tokens, reject)
+            rows, tokens = [rows[i] for i in keep], tokens.select(np.asarray(keep, np.int64))
+            self.timer.lap("decontam")
+        self._register(rows, tokens)  # signatures: counted as dedup time
+        self.spool.write(rows)
+        self.timer.lap("dedup solutions")
+
+    def _drop(self, step: str, rejected: Rejects, reject: Callable[[Rejects], None]) -> None:
+        self.dropped[step].update(_kinds(rejected))
+        if rejected:
+            reject(rejected)
+
+    def _decontaminate(self, rows: Rows, tokens: Any, reject: Callable[[Rejects], None]) -> list[int]:
+        """Indices of the rows kept; a row whose problem or own solution overlaps a benchmark is rejected."""
+        new: dict[int, str] = {}
+        for r in rows:
+            c = self.code(r["problem_id"])
+            if c not in self.checked and c not in new:
+                new[c] = r.get("question") or ""
+        for c, hit in zip(new, self.index.find(list(new.values()), whole=True)):
+            self.checked.add(c)
+            if hit is not None:
+                self.problem_hits[c] = hit
+                self.per_bench[hit.benchmark]["problems"] += 1
+        solution_hits = self.index.find(tokens) if self.cfg.decontam.check_solutions else [None] * len(rows)
+        kept, rejected = [], []
+        for i, (r, sol_hit) in enumerate(zip(rows, solution_hits)):
+            hit, side = self.problem_hits.get(self.code(r["problem_id"])), "problem"
+            if hit is None:
+                hit, side = sol_hit, "solution"
+            if hit is None:
+                kept.append(i)
+                continue
+            rejected.append((r, hit.reason(side)))
+            self.per_bench[hit.benchmark][f"{side}_samples"] += 1
+        self.decontam_dropped += len(rejected)
+        self._drop("decontam", rejected, reject)
+        return kept
+
+    def _register(self, rows: Rows, tokens: Any) -> None:
+        """Keep the compact keys of the survivors: ids, problem codes, digests, signatures (on disk)."""
+        dcfg = self.cfg.dedup
+        new_questions: list[str] = []
+        for r in rows:
+            c = self.code(r["problem_id"])
+            self.ids.append(str(r["id"]))
+            self.code_of.append(c)
+            self.text_digest.append(_digest(r.get("text")))
+            if c not in self.problem_of_code:
+                pi = self.problem_of_code[c] = len(self.problem_pids)
+                self.problem_pids.append(str(r["problem_id"]))
+                q = r.get("question") or ""
+                d = _digest(q)
+                first = self._question_first.get(d) if dcfg.exact else None
+                self.problem_exact.append(first)
+                if first is None and dcfg.exact:
+                    self._question_first[d] = pi
+                new_questions.append(q)
+        if self.prob_sigs is not None and new_questions:
+            self.prob_sigs.append(signatures(new_questions, dcfg.shingle, dcfg.num_perm, dcfg.seed))
+        if self.sol_sigs is not None and rows:
+            self.sol_sigs.append(signatures(tokens, dcfg.shingle, dcfg.num_perm, dcfg.seed))
+
+    # -- global dedup ------------------------------------------------------------------------------------------------
+    def dedup_problems(self) -> tuple[dict[int, str], dict[str, Any]]:
+        """Reasons per problem code for the problems that duplicate an earlier one, and the step's stats."""
+        dcfg, pids = self.cfg.dedup, self.problem_pids
+        exact = self.problem_exact
+        why: dict[int, str] = {}
+        for i, j in enumerate(exact):
+            if j is not None:
+                why[i] = f"duplicate-problem: same question as problem {pids[j]}"
+        near: list = [None] * len(pids)
+        if self.prob_sigs is not None and pids:
+            near = near_duplicates(self.prob_sigs, dcfg.problem_threshold, skip=[j is not None for j in exact],
+                                   seed=dcfg.seed)
+            roots = cluster_roots([h and h[0] for h in near])
+            for i, hit in enumerate(near):
+                if hit is not None:
+                    why[i] = (f"near-duplicate-problem: of problem {pids[hit[0]]} (estimated Jaccard {hit[1]:.2f}"
+                              + _kept_note(pids[roots[i]], pids[hit[0]]) + ")")
+        stats = {"problems": len(pids), "exact": cluster_stats(exact), "near": cluster_stats([h and h[0] for h in near])}
+        by_code = {c: why[pi] for c, pi in self.problem_of_code.items() if pi in why}
+        return by_code, stats
+
+    def dedup_solutions(self, bad_problems: dict[int, str]) -> tuple[dict[int, str], dict[str, Any]]:
+        """Reasons per survivor position for solutions repeating an earlier solution of the same problem."""
+        dcfg = self.cfg.dedup
+        codes = np.asarray(self.code_of, np.int64)
+        out_problem = np.asarray([c in bad_problems for c in self.code_of], bool)
+        why: dict[int, str] = {}
+        exact: list[int | None] = [None] * len(codes)
+        if dcfg.exact:
+            first: dict[tuple[int, bytes], int] = {}
+            for i in np.flatnonzero(~out_problem).tolist():
+                key = (self.code_of[i], self.text_digest[i])
+                j = first.get(key)
+                if j is None:
+                    first[key] = i
+                else:
+                    exact[i] = j
+                    why[i] = f"duplicate-solution: same text as sample {self.ids[j]}"
+        near: list = [None] * len(codes)
+        if self.sol_sigs is not None and len(codes):
+            skip = out_problem | np.asarray([j is not None for j in exact], bool)
+            near = near_duplicates(self.sol_sigs, dcfg.solution_threshold, codes, skip=skip, seed=dcfg.seed)
+            roots = cluster_roots([h and h[0] for h in near])
+            for i, hit in enumerate(near):
+                if hit is not None:
+                    why[i] = (f"near-duplicate-solution: of sample {self.ids[hit[0]]} (estimated Jaccard {hit[1]:.2f}"
+                              + _kept_note(self.ids[roots[i]], self.ids[hit[0]]) + ")")
+        kept_exact = [None if out_problem[i] else j for i, j in enumerate(exact)]
+        stats = {"solutions": int((~out_problem).sum()), "exact": cluster_stats(kept_exact),
+                 "near": cluster_stats([h and h[0] for h in near])}
+        return why, stats
+
+    def close(self) -> None:
+        for store in (self.sol_sigs, self.prob_sigs):
+            if store is not None:
+                store.close()
+
+
+def _kept_note(root: str, direct: str) -> str:
+    return "" if root == direct else f"; its cluster keeps {root}"
+
+
+def curate_stream(
+    sources: list[tuple[str, Iterable[Rows]]],
+    cfg: Any,
+    *,
+    index: BenchmarkIndex | None,
+    emit: Callable[[Rows], None],
+    reject: Callable[[Rejects], None],
+    work_dir: str | Path | None = None,
+) -> tuple[Funnel, dict[str, Any]]:
+    """Curate record batches from named sources (this run's first); kept records go to ``emit`` and dropped ones,
+    with their reasons, to ``reject``, batch by batch. Returns the funnel and the report."""
+    work = Path(tempfile.mkdtemp(prefix=".curate-", suffix=".tmp", dir=work_dir))  # a kill's leftover is cleaned
+    state = _Curation(cfg, index, work)
+    state.source_names = [name for name, _ in sources]
+    try:
+        for s, (name, batches) in enumerate(sources):
+            for rows in batches:
+                state.pass1(s, name, rows, reject)
+        return _finish(state, cfg, emit, reject)
+    finally:
+        state.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _finish(state: _Curation, cfg: Any, emit: Callable[[Rows], None],
+            reject: Callable[[Rejects], None]) -> tuple[Funnel, dict[str, Any]]:
+    report: dict[str, Any] = {}
+    funnel = Funnel(state.records_in)
+    timer = state.timer
+    left = state.records_in - sum(state.dropped["pool"].values())
+    funnel.add("pool", state.dropped["pool"], left, timer.seconds["pool"])
+    left -= sum(state.dropped["filters"].values())
+    funnel.add("filters", state.dropped["filters"], left, timer.seconds["filters"])
+    if cfg.decontam.enabled and state.index is not None:
+        left -= state.decontam_dropped
+        funnel.add("decontam", state.dropped["decontam"], left, timer.seconds["decontam"])
+        report["decontam"] = {
+            "ngram": state.index.n,
+            "benchmarks": dict(state.index.sizes),
+            "hits": {b: dict(c) for b, c in sorted(state.per_bench.items())},
+            "problems_checked": len(state.checked),
+            "samples_dropped": state.decontam_dropped,
+        }
+    bad_problems, report["dedup_problems"] = state.dedup_problems()
+    timer.lap("dedup problems")
+    why_solution, report["dedup_solutions"] = state.dedup_solutions(bad_problems)
+    timer.lap("dedup solutions")
+
+    # pass 2: reject duplicates, partition the rest by problem for RFT
+    buckets = max(1, -(-(state.spool.rows - len(why_solution)) // RFT_BUCKET)) if cfg.rft.enabled else 0
+    parts = [_Spool(state.work / f"rft-{b}.pkl") for b in range(buckets)] if buckets > 1 else []
+    single: Rows = []
+    dropped_p: Counter = Counter()
+    dropped_s: Counter = Counter()
+    pos = 0
+    out_teachers: Counter = Counter()
+    out_problems: set[int] = set()
+    kept_total = 0
+
+    def out(rows: Rows) -> None:
+        nonlocal kept_total
+        for r in rows:
+            out_teachers[str(r.get("teacher"))] += 1
+            out_problems.add(state.code(r["problem_id"]))
+        kept_total += len(rows)
+        if rows:
+            emit(rows)
+
+    for rows in state.spool.batches():
+        rejected: Rejects = []
+        passing: Rows = []
+        for r in rows:
+            c = state.code_of[pos]
+            if c in bad_problems:
+                rejected.append((r, bad_problems[c]))
+                dropped_p[bad_problems[c].split(":", 1)[0]] += 1
+            elif pos in why_solution:
+                rejected.append((r, why_solution[pos]))
+                dropped_s[why_solution[pos].split(":", 1)[0]] += 1
+            else:
+                passing.append(r)
+            pos += 1
+        if rejected:
+            reject(rejected)
+        if not cfg.rft.enabled:
+            out(passing)
+        elif parts:
+            by_part: dict[int, Rows] = defaultdict(list)
+            for r in passing:
+                by_part[state.code(r["problem_id"]) % buckets].append(r)
+            for b, part in by_part.items():
+                parts[b].write(part)
+        else:
+            single.extend(passing)
+    timer.lap("dedup solutions")  # pass 2 is the dedup steps' rejecting and the RFT partitioning
+    after_problems = left - sum(dropped_p.values())
+    funnel.add("dedup problems", dropped_p, after_problems, timer.seconds["dedup problems"])
+    after_solutions = after_problems - sum(dropped_s.values())
+    funnel.add("dedup solutions", dropped_s, after_solutions, timer.seconds["dedup solutions"])
+    dropped_r: Counter = Counter()
+    if cfg.rft.enabled:
+        for rows in ([single] if not parts else (_all(p) for p in parts)):
+            kept, rejected = select_paths(rows, cfg.rft)
+            dropped_r.update(_kinds(rejected))
+            if rejected:
+                reject(rejected)
+            out(kept)
+    timer.lap("rft")
+    funnel.add("rft", dropped_r, kept_total, timer.seconds["rft"])
+    report["teachers"] = {
+        t: {"samples": n, "correct": state.correct_in[t], "kept": out_teachers[t],
+            "yield": round(out_teachers[t] / n, 4) if n else None}
+        for t, n in sorted(state.teachers_in.items())
+    }
+    report["problems_out"] = len(out_problems)
+    report["funnel"] = funnel.to_dict()
+    return funnel, report
+
+
+def _all(spool: _Spool) -> Rows:
+    rows: Rows = []
+    for batch in spool.batches():
+        rows.extend(batch)
+    return rows
