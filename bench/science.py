@@ -109,12 +109,15 @@ def write_markdown(a: argparse.Namespace, doc: dict[str, Any], wall: float, load
     lines = [
         "# bench/science: does training on mathforge's data make SmolLM2-135M better?",
         "",
-        f"`{a.command}` — CPU: {cpu_model()}, {os.cpu_count()} cores, torch threads {a.threads}; wall "
-        f"{wall / 60:.1f} min for this invocation (experiment total as recorded: {exp.get('seconds', 0) / 60:.1f} min "
-        f"of work in the last invocation; cached stages cost nothing). 1-minute load average during the run: "
-        f"min {min(loads):.1f}, median {sorted(loads)[len(loads) // 2]:.1f}, max {max(loads):.1f} "
-        "(the machine is shared with other engineers' jobs, so wall-clock times are noisy; accuracies are not: "
-        "generation is seeded and greedy, and a rerun reproduces every number from the ledger).",
+        f"`{a.command}` — CPU: {cpu_model()}, {os.cpu_count()} cores, torch threads {a.threads}. This invocation took "
+        f"{wall / 60:.1f} min; work already in the run directory (ledger answers, trained arms) is reused, not "
+        f"redone. 1-minute load average during this invocation: min {min(loads):.1f}, median "
+        f"{sorted(loads)[len(loads) // 2]:.1f}, max {max(loads):.1f} (the machine is shared with other engineers' "
+        "jobs, so wall-clock times are noisy; accuracies are not: sampling is seeded, eval is greedy, and a rerun "
+        "reproduces every number from the ledger and the saved adapters).",
+        "",
+        "**GPU:** no device was lent to this session; nothing here ran on a GPU (see `docs/reproduce.md` for the "
+        "GPU-scale recipes and their estimated cost).",
         "",
         "## Set-up",
         "",
@@ -125,7 +128,7 @@ def write_markdown(a: argparse.Namespace, doc: dict[str, Any], wall: float, load
         f"`bundled:arith-train`; held-out test: the first {a.test_problems} of `bundled:arith-test` (disjoint: no "
         "(kind, numbers) pair is in both, checked by `tests/test_family.py`).",
         f"- Out of domain: the first {a.ood_problems} problems of SVAMP (`bundled:svamp-100`).",
-        f"- Samples: k={a.k} per train problem from the base, temperature {a.k and exp['config']['temperature']}, "
+        f"- Samples: k={a.k} per train problem from the base, temperature {exp['config']['temperature']}, "
         f"top_p {exp['config']['top_p']}.",
         f"- Every arm: LoRA r {train['lora_r']} / α {train['lora_alpha']} on all linear layers, lr "
         f"{train['learning_rate']} cosine, {train['max_steps']} steps × batch {train['batch_size']}, on exactly "

@@ -54,7 +54,10 @@ PROMPT = "cot"  # the prompt of sampling and eval; the exports train in its cont
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run (or resume) every arm; returns what ``experiment.json`` holds, with the eval results under ``eval``."""
     run_dir = Path(cfg.run_dir)
-    teacher = LocalConfig(model=cfg.model, batch_size=cfg.batch_size, threads=cfg.threads)
+    # float32 weights and static batches: how bench/results/science.md was measured; the quantisation is part of the
+    # ledger identity, so another setting would be another model (and would not rerun from that ledger)
+    teacher = LocalConfig(model=cfg.model, batch_size=cfg.batch_size, threads=cfg.threads, quantize="none",
+                          batching="static")
     steps = set(cfg.steps)
     # Arms may train side by side in separate processes; only the one that samples is the run directory's writer.
     ctx = RunContext(run_dir, teachers={BASE: teacher}, seed=cfg.seed, shared="sample" not in steps)
@@ -218,7 +221,7 @@ def _train_arm(cfg: ExperimentConfig, arm_dir: Path, rows: list[dict[str, Any]])
 def _evaluate(ctx: RunContext, cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Base and every arm, greedy, on the test set and the out-of-domain benchmark, in one eval (paired deltas).
 
-    With ``eval_base`` off only the arms are scored (into ``eval-<arms>/``); their answers land in the same ledger,
+    With ``eval_base`` off only the arms are scored (into ``parts/eval-<arms>/``); their answers land in the same ledger,
     so the full eval later answers them from there.
     """
     benchmarks = [cfg.test] + ([cfg.ood] if cfg.ood else [])
@@ -234,7 +237,8 @@ def _evaluate(ctx: RunContext, cfg: ExperimentConfig, run_dir: Path) -> dict[str
             raise RuntimeError("nothing to evaluate: eval_base is off and no arms are named")
         models = {arm: ctx.teachers[BASE].model_copy(update={"adapter": path}).model_dump(mode="json")
                   for arm, path in adapters.items()}
-        eval_cfg, out = EvalConfig(models=models, **common), run_dir / f"eval-{'-'.join(adapters)}"
+        # parts/ is below the report's reach: the full eval holds every model once
+        eval_cfg, out = EvalConfig(models=models, **common), run_dir / "parts" / f"eval-{'-'.join(adapters)}"
     return run_eval(ctx, eval_cfg, out)
 
 
