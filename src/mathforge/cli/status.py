@@ -19,7 +19,7 @@ def status(
     collect: bool = typer.Option(True, "--collect/--no-collect", help="check batches in flight and commit results"),
 ) -> None:
     """Show a run's requests, batches and costs; collect provider batches that have ended (never re-submits)."""
-    from mathforge.engine.batch import EXIT_IN_FLIGHT
+    from mathforge.errors import EXIT_IN_FLIGHT
     from mathforge.engine.batch_status import check_run
     from mathforge.engine.cost import usd
 

@@ -31,11 +31,10 @@ from mathforge.request import Completion, GenRequest
 from mathforge.config import StrictModel
 from mathforge.engine.accounting import Pricing, TeacherStats
 from mathforge.engine.cost import usd
-from mathforge.errors import MathforgeError
+from mathforge.errors import EXIT_IN_FLIGHT, MathforgeError
 from mathforge.store.batches import PREPARED, SUBMITTED, UPLOADED, BatchRow, BatchStore
 from mathforge.store.ledger import PENDING, Ledger
 
-EXIT_IN_FLIGHT = 75  # sysexits EX_TEMPFAIL: nothing is wrong, the answers are not back yet
 TAG_KEY = "mathforge_batch"
 T = TypeVar("T")
 
