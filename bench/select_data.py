@@ -76,7 +76,8 @@ def main() -> None:
     ap.add_argument("--science-run", default="runs/science", help="run directory of bench/science.py")
     ap.add_argument("--run-dir", default="runs/select")
     ap.add_argument("--fraction", type=float, default=0.2)
-    ap.add_argument("--methods", nargs="+", default=["random", "perplexity", "ifd", "influence"])
+    ap.add_argument("--methods", nargs="+", default=["random", "ifd", "influence", "perplexity"])
+    ap.add_argument("--no-full", action="store_true", help="do not train a student on the whole pool")
     ap.add_argument("--target-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["max_steps"])
     ap.add_argument("--test-problems", type=int, default=200)
@@ -93,16 +94,23 @@ def main() -> None:
     n_target = write_target(target, {r["problem_id"] for r in pool}, args.target_size)
     system = get_prompt(PROMPT).system
     load0 = os.getloadavg()[0]
-    selections: dict[str, list[dict[str, Any]]] = {"full": pool}
+    selections: dict[str, list[dict[str, Any]]] = {} if args.no_full else {"full": pool}
     rows_md = []
     for method in args.methods:
         cfg = SelectConfig(method=method, fraction=args.fraction, seed=args.seed,
                            proxy={"system_prompt": system, "threads": 1},
                            influence={"target": str(target)} if method == "influence" else {})
-        t0 = time.perf_counter()
-        res = select_rows([{k: v for k, v in r.items() if k != "correct"} for r in pool], cfg, args.seed)
-        secs = time.perf_counter() - t0
-        kept_ids = {r["id"] for r in res.kept}
+        cache = run / f"selection-{method}.json"  # a finished selection is reused: the bench resumes
+        if cache.exists():
+            saved = json.loads(cache.read_text(encoding="utf-8"))
+            kept_ids, secs = set(saved["kept"]), saved["seconds"]
+        else:
+            t0 = time.perf_counter()
+            res = select_rows([{k: v for k, v in r.items() if k != "correct"} for r in pool], cfg, args.seed)
+            secs = time.perf_counter() - t0
+            kept_ids = {r["id"] for r in res.kept}
+            cache.write_text(json.dumps({"kept": sorted(kept_ids), "seconds": secs, "metrics": res.metrics}),
+                             encoding="utf-8")
         kept = [r for r in pool if r["id"] in kept_ids]
         selections[method] = kept
         precision = sum(r.get("correct") is True for r in kept) / len(kept)

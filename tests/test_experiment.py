@@ -22,7 +22,9 @@ def easy_pool(path) -> str:
 
 def tiny(run_dir, model: str) -> ExperimentConfig:
     return ExperimentConfig(
-        run_dir=str(run_dir), model=model, batch_size=12, k=4, max_tokens=32, rows=3,
+        # seed 1: with seed 0 the control drew the very row RFT kept, so two arms had identical adapters (eval
+        # refuses such twins); a real run has far more rows than this
+        run_dir=str(run_dir), model=model, batch_size=12, seed=1, k=4, max_tokens=32, rows=3,
         train_set=BenchmarkSpec(name="arith", path=easy_pool(run_dir.parent / "easy.jsonl"), split="train"),
         test=BenchmarkSpec(name="arith", path="bundled:arith-test", split="test", limit=3),
         ood=BenchmarkSpec(name="svamp", path="bundled:svamp-100", split="test", limit=2),

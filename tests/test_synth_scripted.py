@@ -71,7 +71,8 @@ def test_seed_synthesis_keeps_agreed_problems_and_says_why_others_went(tmp_path)
         assert p["source"] == "synth" and p["solution"] == "5 + 2 = 7. The answer is 7."
         assert meta | {"solver": None} == {"level": "grade_school", "method": "change_numbers", "seed_id": "s/1",
                                            "agreement": 1.0, "votes": 3, "k": 3, "answered": 3, "solver": None,
-                                           "prompt": "cot", "pseudo_gold": True}
+                                           "prompt": "cot", "pseudo_gold": True, "writer": "t",
+                                           "writer_model": "scripted", "source_text": SEEDS[0].question}
         reasons = {json.loads(r["record"])["method"] + ":" + json.loads(r["record"])["seed_id"]: r["reason"]
                    for r in rejected}
         assert reasons["rewrite:s/1"].startswith("duplicate: same text as seed s/1")
