@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from mathforge.errors import DataError
 from mathforge.select.config import SelectConfig
+from mathforge.train.data import read_rows_file
 
 Pair = tuple[str, str]
 
@@ -31,7 +32,7 @@ def read_target(path: str, limit: int | None) -> list[Pair]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"select: influence target {p} is not a file (.jsonl or .parquet)")
-    rows = _read_rows(p)
+    rows = read_rows_file(p)
     out: list[Pair] = []
     for n, r in enumerate(rows, 1):
         if r.get("messages"):
@@ -47,27 +48,6 @@ def read_target(path: str, limit: int | None) -> list[Pair]:
     if not out:
         raise DataError(f"{p}: the influence target set is empty")
     return out[:limit] if limit else out
-
-
-def _read_rows(p: Path) -> list[dict[str, Any]]:
-    import json
-
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(p).to_pylist()
-    rows = []
-    with open(p, encoding="utf-8", errors="strict") as fh:
-        try:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"invalid JSON: {exc.msg}", file=str(p), line=n) from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not UTF-8 ({exc.reason})", file=str(p), line=n + 1) from None
-    return rows
 
 
 class Sketch:

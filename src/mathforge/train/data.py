@@ -61,7 +61,7 @@ def load_splits(data: str | Path, limit: int | None = None) -> dict[str, list[di
         raw = {name: list(dd[name]) for name in dd}
         where = {name: f"{found['dict']}[{name}]" for name in dd}
     else:
-        raw = {name: _read_rows(path) for name, path in found.items()}
+        raw = {name: read_rows_file(path) for name, path in found.items()}
         where = {name: str(path) for name, path in found.items()}
     checked: dict[str, list[tuple[dict[str, Any], Any]]] = {}
     for name, rows in raw.items():
@@ -80,7 +80,8 @@ def load_splits(data: str | Path, limit: int | None = None) -> dict[str, list[di
     return out
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows_file(path: Path) -> list[dict[str, Any]]:
+    """The rows of a .parquet, .json (a list, or {"rows": [...]}) or JSONL file; bad JSON or bytes name the line."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -88,9 +89,13 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         return data if isinstance(data, list) else data.get("rows", [])
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
+    rows: list[dict[str, Any]] = []
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"not UTF-8 ({exc.reason})", file=str(path), line=n) from None
             if line.strip():
                 try:
                     rows.append(json.loads(line))
