@@ -121,3 +121,15 @@ def test_cli_exports_a_samples_file(tmp_path):
     assert "10 train + 10 validation rows" in result.output
     assert (out / "completion" / "validation.jsonl").exists() and not (out / "chat").exists()
     assert "Not curated by `mathforge curate`" in (out / "README.md").read_text()
+
+
+def test_zero_accepted_samples_still_write_empty_sft_files(tmp_path):
+    import pyarrow.parquet as pq
+
+    from mathforge.export import ExportConfig, export
+
+    rows = [{"id": "s1", "problem_id": "p1", "question": "q", "text": "t", "correct": False}]
+    counts = export(rows, tmp_path / "export", ExportConfig(formats=["jsonl", "parquet"], card=False))
+    assert counts["train"]["rows"] == 0
+    assert (tmp_path / "export" / "sft.jsonl").read_text() == ""
+    assert pq.read_table(tmp_path / "export" / "sft.parquet").num_rows == 0

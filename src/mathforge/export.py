@@ -128,6 +128,17 @@ class _Files:
                 self.parquet[path] = pq.ParquetWriter(path, SCHEMAS[schema_name])
             self.parquet[path].write_table(pa.Table.from_pylist(rows, SCHEMAS[schema_name]))
 
+    def ensure(self, name: str, schema_name: str) -> None:
+        """Create ``name``'s files empty when no row was written to them: zero accepted rows is still an export."""
+        if "jsonl" in self.formats and (self.root / f"{name}.jsonl") not in self.jsonl:
+            path = self.root / f"{name}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.jsonl[path] = open(path, "w", encoding="utf-8")
+        if "parquet" in self.formats and (self.root / f"{name}.parquet") not in self.parquet:
+            path = self.root / f"{name}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parquet[path] = pq.ParquetWriter(path, SCHEMAS[schema_name])
+
     def close(self) -> None:
         for fh in self.jsonl.values():
             fh.close()
@@ -219,6 +230,8 @@ def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: P
                                 parquet_too="dataset" in cfg.formats)
                 if style == "chat":
                     files.write("sft", "sft", [{**r, "split": split_of[r["id"]]} for r in built])
+        if "chat" in cfg.styles:
+            files.ensure("sft", "sft")
     finally:
         files.close()
     if "dataset" in cfg.formats:
