@@ -161,3 +161,13 @@ def test_comparison_table_paired_delta_across_runs(tmp_path):
     assert lines[2] == "| base-run | base | gsm8k | 40 | 40.0 ± 14.5 | base |"
     assert lines[3].endswith(f"+20.0 [{100 * delta['ci_low']:+.1f}, {100 * delta['ci_high']:+.1f}] |")
     assert pq.read_table(a[0] / "problems.parquet").num_rows == 40
+
+
+def test_wilson_interval_holds_the_proportion_exactly_at_the_edges():
+    from mathforge.evaluate.metrics import wilson_interval
+
+    for n in range(1, 40):
+        low, high = wilson_interval(0, n)
+        assert low == 0.0 < high
+        low, high = wilson_interval(n, n)
+        assert low < high == 1.0
