@@ -88,3 +88,18 @@ def test_eval_cli_with_config_file(tmp_path, data, server):
     assert doc["base"] == "api2" and doc["config"]["k"] == 2
     bad = CliRunner().invoke(app, [*args, "--benchmarks", "nosuch"])
     assert bad.exit_code != 0 and "nosuch" in str(bad.exception)
+
+
+def test_two_names_of_one_model_are_scored_once_and_equal(server, data, tmp_path):
+    """Two arms trained on the same rows are the same model: eval scores both from one set of answers."""
+    api = models(server)["api"]
+    cfg = validate(EvalConfig, {"models": {"rft": api, "control": dict(api)}, "max_tokens": 64,
+                                "benchmarks": [{"name": "gsm8k", "path": str(data)}]}, "test")
+    ctx = RunContext(tmp_path / "run")
+    try:
+        doc = run_eval(ctx, cfg, tmp_path / "run" / "eval")
+    finally:
+        ctx.close()
+    scores = {r["model"]: r["metrics"]["greedy"]["value"] for r in doc["results"]}
+    assert scores["rft"] == scores["control"] == pytest.approx(2 / 3)
+    assert len(server.requests) == len(PROBLEMS)  # one request per problem, shared by both names

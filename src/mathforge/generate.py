@@ -43,15 +43,20 @@ class GenerateConfig(SamplingConfig):
     )
 
 
-def plan_requests(ctx: RunContext, problems: Sequence[Problem], cfg: GenerateConfig) -> list[Planned]:
-    """Every (problem, teacher, sample index) request with its content key."""
+def plan_requests(ctx: RunContext, problems: Sequence[Problem], cfg: GenerateConfig, *,
+                  allow_twins: bool = False) -> list[Planned]:
+    """Every (problem, teacher, sample index) request with its content key.
+
+    ``allow_twins``: an eval may score two names of one model (two arms trained on the same rows): they share
+    the ledger's answers and get equal scores, which is the truth, not duplicated training data."""
     teachers = cfg.teachers or list(ctx.teachers)
     if not teachers:
         raise ConfigError("generate: the recipe defines no teachers")
     seed = cfg.seed if cfg.seed is not None else ctx.seed
     params = cfg.params(seed)
     identities = {t: ctx.backend(t).identity() for t in teachers}
-    _refuse_twins(identities)
+    if not allow_twins:
+        _refuse_twins(identities)
     planned = []
     for t in teachers:
         for p in problems:

@@ -109,7 +109,8 @@ def run_eval(ctx: "RunContext", cfg: EvalConfig, out_dir: str | Path) -> dict[st
     base = base_model(cfg, names)
     benches = load_benchmarks(cfg)
     modes = (["greedy"] if cfg.greedy else []) + (["sampled"] if cfg.k > 1 else [])
-    plans = {(b.spec.name, m): plan_requests(ctx, b.problems, _generate_config(cfg, names, b.prompt, m))
+    plans = {(b.spec.name, m): plan_requests(ctx, b.problems, _generate_config(cfg, names, b.prompt, m),
+                                                allow_twins=True)
              for b in benches for m in modes}
     gen = run_generation(ctx, [p for plan in plans.values() for p in plan])
     rows, missing = _answers(ctx, benches, plans, names)
