@@ -152,7 +152,10 @@ def write_md(args: Any, pool: list[dict[str, Any]], base_rate: float, n_target: 
              "## Selection: cost and precision", "",
              "| method | rows kept | correct among kept | seconds | seconds per pool row |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {m} | {n} | {p:.1%} | {s:.1f} | {spr:.3f} |" for m, n, p, s, spr in rows_md]
-    lines += ["", f"Precision of a random pick is the pool's share, {base_rate:.1%}.", ""]
+    lines += ["", f"Precision of a random pick is the pool's share, {base_rate:.1%}. Scoring seconds are those of the "
+              "invocation that scored each method (saved in `selection-<method>.json` of the run directory and reused "
+              "by later invocations); the session that recorded this file ran at load average 10-20 while scoring.",
+              ""]
     if results:
         from mathforge.evaluate.compare import comparison_rows, find_results, fmt_delta, fmt_score
 
