@@ -68,7 +68,14 @@ def train_arm(arm_dir: Path, rows: list[dict[str, Any]], steps: int, seed: int) 
     tcfg = TrainConfig(**{"model": "smollm2", **TRAIN_DEFAULTS, "max_steps": steps, "data": str(arm_dir / "export"),
                           "output_dir": str(arm_dir / "train")})
     m = train(tcfg, seed=seed)
-    return {k: m.get(k) for k in ("global_step", "first_loss", "last_loss", "train_seconds")}
+    return _train_log(arm_dir) | {"global_step": m.get("global_step")}
+
+
+def _train_log(arm_dir: Path) -> dict[str, Any]:
+    """First and last training loss of a finished arm, from its log_history.jsonl."""
+    lines = [json.loads(x) for x in (arm_dir / "train" / "log_history.jsonl").read_text().splitlines() if x.strip()]
+    losses = [x["loss"] for x in lines if "loss" in x]
+    return {"first_loss": round(losses[0], 3) if losses else None, "last_loss": round(losses[-1], 3) if losses else None}
 
 
 def main() -> None:
@@ -83,6 +90,8 @@ def main() -> None:
     ap.add_argument("--test-problems", type=int, default=200)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--no-train", action="store_true", help="measure selection only (cost and precision)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the results file from the students and "
+                                                                  "eval already in --run-dir")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -119,7 +128,9 @@ def main() -> None:
               flush=True)
 
     results: dict[str, Any] = {}
-    if not args.no_train:
+    if args.report_only:
+        results = {"arms": {name: _train_log(run / name) for name in selections}}
+    elif not args.no_train:
         arms = {name: train_arm(run / name, rows, args.steps, args.seed) for name, rows in selections.items()}
         teacher = LocalConfig(model="smollm2", batch_size=30, threads=1)
         models = {name: teacher.model_copy(update={"adapter": str(run / name / "train" / "adapter")}).model_dump(
@@ -164,7 +175,7 @@ def write_md(args: Any, pool: list[dict[str, Any]], base_rate: float, n_target: 
         lines += ["## Students (same base, same steps; greedy on held-out arith problems)", "",
                   "| arm | training rows | accuracy ± 95% CI (%) | Δ vs random, paired bootstrap [95% CI] (points) |",
                   "|---|---:|---:|---|"]
-        lines += [f"| {r['model']} | {sizes.get(r['model'], '-')} | {fmt_score(r['primary'])} | "
+        lines += [f"| {r['model']} | {sizes.get(r['model'], '-')} | {fmt_score(r['metrics'].get(r['primary']))} | "
                   f"{fmt_delta(r['delta'], r['model'] == r['base'])} |" for r in rows]
         lines += ["", f"{args.steps} LoRA steps per arm (TRAIN_DEFAULTS of the experiment); training loss first → "
                   "last: " + ", ".join(f"{k} {v.get('first_loss')} → {v.get('last_loss')}"
