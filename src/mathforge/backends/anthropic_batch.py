@@ -17,8 +17,7 @@ from pydantic import Field
 
 from mathforge.backends.base import Backend, BackendConfig, Completion, GenRequest, ResultSink
 from mathforge.engine.accounting import Pricing, TeacherStats
-from mathforge.engine.batch import BatchInfo, BatchOptions, BatchRunner, Result, TransientError
-from mathforge.engine.retry import redact
+from mathforge.engine.batch import BatchInfo, BatchOptions, BatchRunner, Result, SdkErrors
 from mathforge.errors import BackendError, require
 
 LIST_LIMIT = 5_000
@@ -118,29 +117,8 @@ class AnthropicBatchProvider:
         return BatchInfo(b.id, b.processing_status, b.processing_status == "ended", {}, None, b.created_at.timestamp())
 
     def _errors(self, what: str) -> Any:
-        return _Errors(what, self.config.base_url, [self._key])
-
-
-class _Errors:
-    def __init__(self, what: str, base_url: str, secrets: list[str]):
-        self.what, self.base_url, self.secrets = what, base_url, secrets
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: Any, exc: Any, tb: Any) -> bool:
-        import anthropic
-
-        if exc is None:
-            return False
-        if isinstance(exc, anthropic.APIStatusError):
-            msg = redact(f"{self.what} at {self.base_url}: {exc.status_code} {exc.message}", self.secrets)
-            if exc.status_code in (408, 409, 429, 529) or exc.status_code >= 500:
-                raise TransientError(msg) from None
-            raise BackendError(msg) from None
-        if isinstance(exc, anthropic.APIConnectionError):
-            raise TransientError(redact(f"{self.what} at {self.base_url}: {exc}", self.secrets)) from None
-        return False
+        # 529: Anthropic's "overloaded"
+        return SdkErrors("anthropic", what, self.config.base_url, [self._key], transient=(408, 409, 429, 529))
 
 
 class AnthropicBatchBackend(Backend):

@@ -14,8 +14,7 @@ from typing import Any, Iterator, Sequence
 from mathforge.backends.base import Completion, GenRequest, ResultSink
 from mathforge.backends.openai_api import OpenAIBackend, OpenAIConfig, chat_body
 from mathforge.engine.accounting import Pricing, TeacherStats
-from mathforge.engine.batch import TAG_KEY, BatchInfo, BatchRunner, Result, TransientError
-from mathforge.engine.retry import redact
+from mathforge.engine.batch import TAG_KEY, BatchInfo, BatchRunner, Result, SdkErrors
 from mathforge.errors import BackendError
 
 LIST_LIMIT = 20_000  # most files or batches looked through when reconciling (newest first)
@@ -95,31 +94,7 @@ class OpenAIBatchProvider:
                          float(b.created_at))
 
     def _errors(self, what: str) -> Any:
-        return _SdkErrors(what, self.config.base_url, [self._key])
-
-
-class _SdkErrors:
-    """SDK errors → TransientError (retry after reconciling) or BackendError (stop, with the secret removed)."""
-
-    def __init__(self, what: str, base_url: str, secrets: list[str]):
-        self.what, self.base_url, self.secrets = what, base_url, secrets
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: Any, exc: Any, tb: Any) -> bool:
-        import openai
-
-        if exc is None:
-            return False
-        if isinstance(exc, openai.APIStatusError):
-            msg = redact(f"{self.what} at {self.base_url}: {exc.status_code} {exc.message}", self.secrets)
-            if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
-                raise TransientError(msg) from None
-            raise BackendError(msg) from None
-        if isinstance(exc, openai.APIConnectionError):
-            raise TransientError(redact(f"{self.what} at {self.base_url}: {exc}", self.secrets)) from None
-        return False
+        return SdkErrors("openai", what, self.config.base_url, [self._key])
 
 
 def parse_result_line(line: str) -> Result:

@@ -63,6 +63,37 @@ class TransientError(Exception):
     """A provider call that may succeed when tried again (connection trouble, 429, 5xx)."""
 
 
+class SdkErrors:
+    """A provider SDK's errors → TransientError (retry after reconciling) or BackendError (stop), secrets removed.
+
+    ``sdk`` names the module (``openai``, ``anthropic``): both raise ``APIStatusError`` and ``APIConnectionError``."""
+
+    def __init__(self, sdk: str, what: str, base_url: str, secrets: list[str],
+                 transient: tuple[int, ...] = (408, 409, 429)):
+        self.sdk, self.what, self.base_url, self.secrets, self.transient = sdk, what, base_url, secrets, transient
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, exc: Any, tb: Any) -> bool:
+        import importlib
+
+        from mathforge.engine.retry import redact
+        from mathforge.errors import BackendError
+
+        if exc is None:
+            return False
+        sdk = importlib.import_module(self.sdk)
+        if isinstance(exc, sdk.APIStatusError):
+            msg = redact(f"{self.what} at {self.base_url}: {exc.status_code} {exc.message}", self.secrets)
+            if exc.status_code in self.transient or exc.status_code >= 500:
+                raise TransientError(msg) from None
+            raise BackendError(msg) from None
+        if isinstance(exc, sdk.APIConnectionError):
+            raise TransientError(redact(f"{self.what} at {self.base_url}: {exc}", self.secrets)) from None
+        return False
+
+
 @dataclass
 class BatchInfo:
     """A provider batch as the runner needs it."""
