@@ -10,7 +10,9 @@ bootstrap differences against the random selection). Influence's target set is `
 solutions of training problems that are NOT in the pool (the task, never the test set).
 
 Usage: nice -n 10 python bench/select_data.py [--science-run runs/science] [--fraction 0.2] [--test-problems 200]
-Writes bench/results/select.md; the students, evals and ledger live in --run-dir (resumable: rerun to finish).
+Writes bench/results/select.md; the students, evals and ledger live in --run-dir (resumable: rerun to finish). On a
+shared machine the arms can run as parallel processes (``--arm NAME`` each: train, then evaluate in
+``<run-dir>/<NAME>/eval``), then ``--report-only`` gathers every eval into the results file.
 """
 
 from __future__ import annotations
@@ -75,7 +77,10 @@ def train_arm(arm_dir: Path, rows: list[dict[str, Any]], steps: int, seed: int) 
 
 def _train_log(arm_dir: Path) -> dict[str, Any]:
     """First and last training loss of a finished arm, from its log_history.jsonl."""
-    lines = [json.loads(x) for x in (arm_dir / "train" / "log_history.jsonl").read_text().splitlines() if x.strip()]
+    log = arm_dir / "train" / "log_history.jsonl"
+    if not log.exists():
+        return {}
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
     losses = [x["loss"] for x in lines if "loss" in x]
     return {"first_loss": round(losses[0], 3) if losses else None, "last_loss": round(losses[-1], 3) if losses else None}
 
@@ -178,16 +183,16 @@ ORDER = ["full", "random", "random-seed1", "random-seed2", "pass-rate", "perplex
 READING = """\
 How to read it. Every arm starts from the same base and takes the same 12 optimiser steps of 8 rows (96 rows seen),
 so the full set is half an epoch of a pool that is 85% wrong, and a 39-row selection is about 2.5 epochs of its
-rows. The students barely move from the base in 12 steps; what separates them is mostly what share of the rows they
-imitate is right, which is what the precision column measures. Pass-rate is not blind: it is defined on k verified
+rows. The selections differ before any training in what share of the rows a student imitates is right (the
+precision column); the students show how much of that reaches held-out accuracy in so few steps. Pass-rate is not blind: it is defined on k verified
 samples, so it reads the verdicts (its 0 scoring seconds stand on the k = 4 samples per problem that generate +
 verify already paid for); the other methods never see them.
 
 What the literature predicts at this scale. Superfiltering (Li et al. 2024) finds a small proxy's IFD ranking
 transfers to larger students (weak-to-strong), and IFD is the cheap CPU method here. LESS (Xia et al. 2024) reports
 gradient selection paying off with a 7B selector, over a short warm-up on thousands of examples, for larger or
-same-size students, and notes that it needs the warm-up to make gradients informative; with a 135M selector warmed
-up on a dozen rows and a 16-example target, its features are close to noise, and with selector = student = 135M
+same-size students, after a warm-up on 5% of the data; with a 135M selector warmed up on 16 rows and a 16-example
+target, its features are close to noise, and with selector = student = 135M
 nothing of the weak-to-strong gain can show. Expect influence ≈ random here, and compare any Δ with the spread of
 two random seeds before reading it as a method's effect."""
 
@@ -239,10 +244,15 @@ def write_md(args: Any, pool: list[dict[str, Any]], base_rate: float, n_target: 
             lines.append(f"| {r['model']} | {sizes.get(r['model'], '-')} | "
                          f"{fmt_score(r['metrics'].get(r['primary']))} | "
                          f"{fmt_delta(r['delta'], r['model'] == r['base'])} | {when} |")
+        missing = [name for name in results["arms"] if name not in {r["model"] for r in rows}]
+        if missing:
+            lines += ["", f"Selected but without an evaluated student (not finished when this file was written): "
+                      f"{', '.join(missing)}."]
         lines += ["", f"{args.steps} LoRA steps per arm (TRAIN_DEFAULTS of the experiment); `random-seedN` is a second "
                   "random arm with selection and training seed N, so its Δ is the seed-to-seed noise of one arm. "
                   "Training loss first → last: " + ", ".join(f"{k} {v.get('first_loss')} → {v.get('last_loss')}"
-                                                             for k, v in results["arms"].items()) + ".", "", READING,
+                                                             for k, v in results["arms"].items() if v)
+                  + ".", "", READING,
                   ""]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {OUT}")
