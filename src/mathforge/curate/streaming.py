@@ -1,13 +1,15 @@
 """Curation in bounded memory: records stream through pool → filters → decontamination in batches, dedup is global
 over compact keys, and RFT runs per problem on hash partitions.
 
-Memory of the global steps grows with the number of records only through what each record leaves behind: its id
-(a Python string), its problem's integer code, a 16-byte exact-text digest, and for near-duplicates 8 bytes per
-LSH band (11-16 bands at the default thresholds); the MinHash signatures themselves (512 bytes per text at 128
-permutations) are appended to a scratch file and read back a row at a time to confirm candidates. Record bodies are
-spooled to scratch files between passes, never held: pass 1 filters, decontaminates and spools survivors; dedup
-decides on the keys; pass 2 streams the spool, rejecting duplicates and partitioning the rest by problem into
-buckets of at most ``RFT_BUCKET`` records, each selected in memory and emitted.
+Memory of the global steps grows with the number of records only through what each record leaves behind, held in
+flat arrays (``curate/compact.py``), never as Python objects: its id's 16-byte digest, its problem's integer code,
+a 16-byte exact-text digest, the id itself as Arrow bytes when it survived pass 1, and for near-duplicates 8 bytes
+per LSH band (11-16 bands at the default thresholds) while a dedup step runs: ~100-150 bytes per record. The
+MinHash signatures themselves (512 bytes per text at 128 permutations) are appended to a scratch file and read
+back a row at a time to confirm candidates. Record bodies are spooled to scratch files between passes, never held:
+pass 1 filters, decontaminates and spools survivors; dedup decides on the keys; pass 2 streams the spool,
+rejecting duplicates and partitioning the rest by problem into buckets of at most ``RFT_BUCKET`` records, each
+selected in memory and emitted.
 """
 
 from __future__ import annotations
