@@ -235,15 +235,22 @@ def write_md(args: Any, pool: list[dict[str, Any]], base_rate: float, n_target: 
         arm_runs = {name: json.loads((run / name / "bench.json").read_text(encoding="utf-8"))
                     for name in results["arms"] if (run / name / "bench.json").exists()}
         lines += ["## Students (same base, same steps; greedy on held-out arith problems)", "",
-                  "| arm | training rows | accuracy ± 95% CI (%) | Δ vs random, paired bootstrap [95% CI] (points) | "
-                  "train + eval seconds (load average start → end) |", "|---|---:|---:|---|---|"]
+                  "| arm | training rows | test problems | accuracy ± 95% CI (%) | Δ vs random, paired bootstrap over "
+                  "the common problems [95% CI] (points) | seconds of its `--arm` run: training (unless done before) + eval "
+                  "(load average start → end) |",
+                  "|---|---:|---:|---:|---|---|"]
         for r in rows:
             cond = arm_runs.get(r["model"])
             when = (f"{cond['seconds']:.0f} ({cond['load_start']:.1f} → {cond['load_end']:.1f})" if cond
                     else "in the joint run, load 10-20")
-            lines.append(f"| {r['model']} | {sizes.get(r['model'], '-')} | "
+            lines.append(f"| {r['model']} | {sizes.get(r['model'], '-')} | {r['n']} | "
                          f"{fmt_score(r['metrics'].get(r['primary']))} | "
                          f"{fmt_delta(r['delta'], r['model'] == r['base'])} | {when} |")
+        fewer = [r["model"] for r in rows if r["n"] < args.test_problems]
+        if fewer:
+            lines += ["", f"{', '.join(fewer)}: evaluated on the first problems of the same test set only (run with "
+                      "a smaller `--test-problems` when the shared machine's load left no time for all); the paired "
+                      "Δ uses the problems both arms answered, so its interval is wider."]
         missing = [name for name in results["arms"] if name not in {r["model"] for r in rows}]
         if missing:
             lines += ["", f"Selected but without an evaluated student (not finished when this file was written): "
