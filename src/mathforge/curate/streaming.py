@@ -112,8 +112,10 @@ def _digest(text: str | None) -> bytes:
 class _Curation:
     """The state one curation carries between its passes: compact keys per record and per problem."""
 
-    def __init__(self, cfg: Any, index: BenchmarkIndex | None, work: Path):
+    def __init__(self, cfg: Any, index: BenchmarkIndex | None, work: Path,
+                 find_candidates: Callable[..., dict[int, set[int]]] | None = None):
         self.cfg, self.index, self.work = cfg, index, work
+        self.find_candidates = find_candidates  # the executor's LSH candidate search (None: in this process)
         self.filters = build_filters(cfg.filters)
         self.timer = _Timer()
         self.dropped: dict[str, Counter] = defaultdict(Counter)
@@ -247,7 +249,7 @@ class _Curation:
         near: list = [None] * len(pids)
         if self.prob_sigs is not None and pids:
             near = near_duplicates(self.prob_sigs, dcfg.problem_threshold, skip=[j is not None for j in exact],
-                                   seed=dcfg.seed)
+                                   seed=dcfg.seed, find_candidates=self.find_candidates)
             roots = cluster_roots([h and h[0] for h in near])
             for i, hit in enumerate(near):
                 if hit is not None:
@@ -277,7 +279,8 @@ class _Curation:
         near: list = [None] * len(codes)
         if self.sol_sigs is not None and len(codes):
             skip = out_problem | np.asarray([j is not None for j in exact], bool)
-            near = near_duplicates(self.sol_sigs, dcfg.solution_threshold, codes, skip=skip, seed=dcfg.seed)
+            near = near_duplicates(self.sol_sigs, dcfg.solution_threshold, codes, skip=skip, seed=dcfg.seed,
+                                   find_candidates=self.find_candidates)
             roots = cluster_roots([h and h[0] for h in near])
             for i, hit in enumerate(near):
                 if hit is not None:
@@ -306,11 +309,13 @@ def curate_stream(
     emit: Callable[[Rows], None],
     reject: Callable[[Rejects], None],
     work_dir: str | Path | None = None,
+    find_candidates: Callable[..., dict[int, set[int]]] | None = None,
 ) -> tuple[Funnel, dict[str, Any]]:
     """Curate record batches from named sources (this run's first); kept records go to ``emit`` and dropped ones,
-    with their reasons, to ``reject``, batch by batch. Returns the funnel and the report."""
+    with their reasons, to ``reject``, batch by batch. Returns the funnel and the report. ``find_candidates``:
+    the executor's near-duplicate candidate search (see ``curate.dedup.near_duplicates``)."""
     work = Path(tempfile.mkdtemp(prefix=".curate-", suffix=".tmp", dir=work_dir))  # a kill's leftover is cleaned
-    state = _Curation(cfg, index, work)
+    state = _Curation(cfg, index, work, find_candidates)
     state.source_names = [name for name, _ in sources]
     try:
         for s, (name, batches) in enumerate(sources):
