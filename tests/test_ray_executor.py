@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 pytest.importorskip("ray")
 from fake_openai_server import ServerConfig, ServerThread  # noqa: E402
 from ray_cluster import NODE, kill_node, local_cluster, loopback_env  # noqa: E402
+from test_crash_safety import ok_keys  # noqa: E402  (answered ledger keys, as the fake server names them)
 
 from mathforge.errors import ConfigError  # noqa: E402
 from mathforge.executor import LocalExecutor, make_executor  # noqa: E402
@@ -74,18 +74,6 @@ def api_recipe(tmp: Path, url: str, n: int, *, k: int = 2, stages: list | None =
                              {"curate": {"decontam": {"enabled": False}}},
                              {"export": {"formats": ["jsonl"]}}],
     }
-
-
-def ok_keys(db: Path) -> set[str]:
-    if not db.exists():
-        return set()
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return {k[:16] for (k,) in con.execute("SELECT key FROM requests WHERE status='ok'")}
-    except sqlite3.OperationalError:
-        return set()
-    finally:
-        con.close()
 
 
 def table(path: Path, *columns: str) -> list[tuple]:
