@@ -20,6 +20,8 @@ def loopback_env() -> None:
     """The environment this process and every Ray process it starts need to stay on loopback."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read at import: loopback as the node address
+    # Ray's memory monitor counts the whole machine: on a shared one it would kill our workers for others' use.
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     # Workers inherit the raylets' environment: this checkout's sources (and tests/) come first on their path.
     paths = [str(ROOT / "src"), str(ROOT / "tests"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from mathforge.errors import ConfigError
+from mathforge.errors import BackendError, ConfigError
 from mathforge.executor.replicas import MODEL_BACKENDS, Replica
 
 if TYPE_CHECKING:
@@ -182,8 +182,18 @@ class RayExecutor:
         else:  # API teachers wait on the network: one light worker per node, under one cluster-wide limit
             replicas, options = self.nodes(), {"num_cpus": 0}
         spec = {"options": {**options, "scheduling_strategy": "SPREAD"}, "args": (teacher, config, env, limiter)}
-        actors = [self._fn("replica").options(**spec["options"]).remote(*spec["args"]) for _ in range(replicas)]
-        self.ray.get([a.ready.remote() for a in actors])
+        started = [self._fn("replica").options(**spec["options"]).remote(*spec["args"]) for _ in range(replicas)]
+        ready = {a: a.ready.remote() for a in started}
+        actors, error = [], None
+        for a, ref in ready.items():  # a replica that cannot start (no memory on its node) leaves the others working
+            try:
+                self.ray.get(ref, timeout=READY_TIMEOUT)
+                actors.append(a)
+            except Exception as exc:
+                error = exc
+                self.ray.kill(a)
+        if not actors:
+            raise BackendError(f"teacher {teacher}: no Ray replica could start: {error}")
         if model:
             chunk = getattr(config, "batch_size", None) or 16  # one batch in flight per replica
         else:
@@ -192,12 +202,11 @@ class RayExecutor:
         return pool
 
     def _cluster_limiter(self) -> Any:
-        """The cluster-wide RPM/TPM limiter actor (one per run), when this build has it."""
+        """The cluster-wide RPM/TPM budget per API key (``executor/cluster_limits.py``): every API worker leases
+        from it, so N workers together keep the provider's limit and still learn it from headers and 429s."""
         if self._limiter is None:
-            try:
-                from mathforge.executor import cluster_limits
-            except ImportError:
-                return None
+            from mathforge.executor import cluster_limits
+
             self._limiter = cluster_limits.start()
         return self._limiter
 
@@ -294,10 +303,10 @@ class RayExecutor:
         self._pools.clear()
 
     def close(self) -> None:
+        # The limiter actor is shared by every run on the cluster that uses the same key (get-or-create by name):
+        # it is left to end with its owner, never killed under another run.
         self.end_stage()
-        if self._limiter is not None:
-            self.ray.kill(self._limiter)
-            self._limiter = None
+        self._limiter = None
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
 
