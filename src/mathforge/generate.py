@@ -148,11 +148,11 @@ def run_generation(ctx: RunContext, planned: list[Planned], retry_failed: bool =
     if not todo:
         ctx.note_unanswered(failed_before, in_batches)
         return metrics | {"new_tokens_out": 0, "gen_seconds": 0.0}
-    for teacher in todo:
-        t_prep = time.perf_counter()
-        ctx.executor.prepare(ctx, teacher)  # loading local weights takes a while: say so, so a log is not silent
-        if time.perf_counter() - t_prep > 1:
-            console.log(f"teacher {teacher} ready in {time.perf_counter() - t_prep:.1f} s")
+    t_prep = time.perf_counter()
+    ctx.executor.prepare(ctx, list(todo))  # loading local weights takes a while: say so, so a log is not silent
+    if time.perf_counter() - t_prep > 1:
+        console.log(f"teacher{'s' if len(todo) > 1 else ''} {', '.join(todo)} ready in "
+                    f"{time.perf_counter() - t_prep:.1f} s")
     usage = ledger.usage()
     t0 = time.perf_counter()
     sinks: dict[str, LedgerSink] = {}

@@ -43,9 +43,10 @@ class LocalExecutor:
         """Answer a teacher's requests with its backend in this process."""
         ctx.backend(teacher).generate(requests, sink)
 
-    def prepare(self, ctx: "RunContext", teacher: str) -> None:
-        """Load the teacher's weights before timing starts."""
-        ctx.backend(teacher).prepare()
+    def prepare(self, ctx: "RunContext", teachers: list[str]) -> None:
+        """Load the teachers' weights before timing starts (they then answer at once)."""
+        for teacher in teachers:
+            ctx.backend(teacher).prepare()
 
     def band_candidates(self, chunks: Callable[[], Any], n: int, bands: int) -> dict[int, set[int]]:
         """Near-duplicate candidates from LSH band keys (see ``curate.dedup.near_duplicates``)."""

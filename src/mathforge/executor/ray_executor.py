@@ -163,11 +163,19 @@ class RayExecutor:
         return out
 
     # -- generation --------------------------------------------------------------------------------------------------
-    def prepare(self, ctx: "RunContext", teacher: str) -> None:
-        """Start the teacher's replicas and wait until each has loaded its model."""
-        self._pool(ctx, teacher)
+    def prepare(self, ctx: "RunContext", teachers: list[str]) -> None:
+        """Start the replicas of the teachers that answer next (together: students evaluated at once share the
+        GPUs) and wait until each has loaded its model; pools of other teachers are released first."""
+        for other in [t for t in self._pools if t not in teachers]:
+            for a in self._pools.pop(other).actors:
+                self.ray.kill(a)
+        models = sum(1 for t in teachers if ctx.backend(t).config.backend in MODEL_BACKENDS)
+        for teacher in teachers:
+            self._pool(ctx, teacher, share=max(1, models))
 
-    def _pool(self, ctx: "RunContext", teacher: str) -> Pool:
+    def _pool(self, ctx: "RunContext", teacher: str, share: int = 1) -> Pool:
+        """The teacher's replicas, started once per stage; ``share``: model teachers splitting the GPUs (or the
+        nodes, on CPU) between them, each getting at least one replica."""
         if teacher in self._pools:
             return self._pools[teacher]
         config = ctx.backend(teacher).config  # as the driver resolved it (a run's own adapter path)
@@ -176,9 +184,9 @@ class RayExecutor:
                if k.endswith("_env") and isinstance(v, str) and v in os.environ}
         limiter = None if model else self._cluster_limiter()
         if model and self.gpus():
-            replicas, options = self.gpus(), {"num_gpus": 1, "num_cpus": 1}
+            replicas, options = max(1, self.gpus() // share), {"num_gpus": 1, "num_cpus": 1}
         elif model:
-            replicas, options = self.nodes(), {"num_cpus": 1}
+            replicas, options = max(1, self.nodes() // share), {"num_cpus": 1}
         else:  # API teachers wait on the network: one light worker per node, under one cluster-wide limit
             replicas, options = self.nodes(), {"num_cpus": 0}
         spec = {"options": {**options, "scheduling_strategy": "SPREAD"}, "args": (teacher, config, env, limiter)}
