@@ -100,7 +100,7 @@ def run_load(url: str, answered: Callable[[], int], *, workers: int, per_worker:
     node_ids = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
     actors = [cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_ids[i % len(node_ids)], soft=True))
               .remote(handle, key) for i in range(workers)]
-    nodes = ray.get([a.node.remote() for a in actors], timeout=120)  # every worker is up before the clock starts
+    nodes = ray.get([a.node.remote() for a in actors], timeout=600)  # every worker is up before the clock starts
     start_count = answered()
     t0 = time.monotonic()
     refs = [a.run.remote(url, per_worker, f"w{i}-", teacher) for i, a in enumerate(actors)]
