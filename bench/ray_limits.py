@@ -98,7 +98,7 @@ def scenario(server: Server, name: str, limits: dict, teacher: dict, cluster: bo
         "steady_rpm": rate * 60, "overall_rpm": ok / out["elapsed"] * 60, "tpm": rate * 60 * tokens / max(1, ok),
         "elapsed": out["elapsed"], "nodes": out["nodes"], "load": max(load) if load else os.getloadavg()[0],
         "leases": ray.get(handle.lease_count.remote()) if handle else None,
-        "lost": WORKERS * per_worker - sum(r["ok"] for r in out["results"]),
+        "failed": WORKERS * per_worker - sum(r["ok"] for r in out["results"]),
     }
     if handle is not None:
         ray.kill(handle)
@@ -135,6 +135,7 @@ def ledger_rate(n: int = 20_000, batches: tuple[int, ...] = (1, 32, 256)) -> lis
 
 
 def render(rows: list[dict], per_worker: int, ledger: list[dict]) -> str:
+    """The result file: the scenario table, then the ledger's commit rate."""
     cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True)
                 .stdout.splitlines() if ln.startswith("Model name")), platform.processor())
     lines = [
@@ -148,7 +149,7 @@ def render(rows: list[dict], per_worker: int, ledger: list[dict]) -> str:
         f"CPU: {cpu}, {os.cpu_count()} cores, shared with other engineers' work (absolute times are noisy; the "
         "load average column is the highest 1-minute load seen during the scenario). Run at nice 10.", "",
         "| scenario | requests sent | 429 answers | 429 share | steady rate (rpm) | % of ceiling | overall (rpm) "
-        "| tokens/min | actor leases per request | lost | load avg |",
+        "| tokens/min | actor leases per request | failed | load avg |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -156,13 +157,16 @@ def render(rows: list[dict], per_worker: int, ledger: list[dict]) -> str:
         lines.append(
             f"| {r['scenario']} | {r['requests']:,} | {r['r429']:,} | {r['r429'] / max(1, r['requests']):.1%} "
             f"| {r['steady_rpm']:,.0f} | {r['steady_rpm'] / r['ceiling_rpm']:.1%} | {r['overall_rpm']:,.0f} "
-            f"| {r['tpm']:,.0f} | {leases} | {r['lost']} | {r['load']:.2f} |")
+            f"| {r['tpm']:,.0f} | {leases} | {r['failed']} | {r['load']:.2f} |")
     lines += ["", "The `local-*` rows are the baselines measured in the same run: a per-worker limit at the key's "
-              "full RPM sends about three times too much and lives on 429s (each retried, so nothing is lost but "
-              "the calls are paid for in latency and quota); a hand-made split holds the limit only while every "
-              "worker is busy and needs the number of workers in the recipe. The cluster limiter holds one budget "
-              "for the key, learns it from headers when the recipe does not say it, and costs one actor round trip "
-              "per lease of several requests.", ""]
+              "full RPM sends about three times too much and lives on 429s (retried with backoff; requests that "
+              "met a 429 on all 6 attempts end `failed` in the ledger, for `mathforge retry`); a hand-made split "
+              "holds the limit only while every worker is busy and needs the number of workers in the recipe. The "
+              "cluster limiter holds one budget for the key and costs one actor round trip per lease of several "
+              "requests. `cluster-headers` learns the limit from the server's headers: its 429s are the first "
+              "wave, sent before any answer (1.4 s away) carried a header, and their retries; the fake server's "
+              "429s carry no `x-ratelimit-*` headers to learn from, so with the limit unknown the three workers' "
+              "opening concurrency (64 each) meets a bucket of 50. Configure `rpm`/`tpm` to avoid that wave.", ""]
     if ledger:
         lines += ["## The driver's ledger commits", "",
                   "The Ray executor keeps the driver the only writer of the run directory: every answer a worker "

@@ -30,7 +30,9 @@ tightened) from ``x-ratelimit-*`` headers, and the learned completion length use
 A worker leases requests and tokens in small batches (about ``LEASE_SECONDS`` of the cluster's rate, at most
 ``MAX_LEASE`` requests) so that a round trip to the actor serves several requests. A lease is a reservation: the
 actor takes it from the bucket at once, the bucket may go negative, and the lease says how long to wait before using
-it, so workers queue for the budget in the order they asked without polling. Everything the engine reports between
+it, so workers queue for the budget in the order they asked without polling; a worker asks for its next lease while
+it uses the current one, so it never waits for the round trip itself (under CPU load a round trip can take longer
+than a lease lasts). Everything the engine reports between
 leases (token refunds from ``usage``, completion lengths, 429s, the limits seen in headers, the engine's counters) is
 folded into one report sent with the next lease, or at least every ``SYNC_SECONDS`` while no limit is known (then
 ``acquire`` costs no round trip at all). Leased requests unused after ``LEASE_TTL`` seconds, or when the engine
