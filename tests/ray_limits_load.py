@@ -25,6 +25,9 @@ def local_cluster(nodes: int = 2, cpus: tuple[int, ...] = (1, 2)) -> Iterator[An
     from ray.cluster_utils import Cluster
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Ray's memory monitor kills workers when the host (shared here with other jobs) passes 95% of its memory, which
+    # says nothing about this small cluster; the kernel's OOM killer still guards the machine.
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     # Raylets and their workers inherit this process's environment: our sources and tests/ come first on their path.
     paths = [str(ROOT / "src"), str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
