@@ -107,6 +107,16 @@ def test_local_is_the_default_and_a_missing_ray_names_the_extra(monkeypatch, tmp
         parse_recipe({"name": "x", "executor": "dask", "stages": []})
     ray_recipe = parse_recipe({"name": "x", "executor": "ray", "stages": []})
     assert ray_recipe.effective()["executor"] == "ray"
+    # the CLI: a clear error (exit code 2) before anything runs, and the run directory untouched
+    from typer.testing import CliRunner
+
+    from mathforge.cli.main import app
+
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps({"name": "x", "stages": [{"load": {"dataset": "arith", "limit": 2}}]}))
+    out = CliRunner().invoke(app, ["run", str(path), "-o", str(tmp_path / "run"), "--executor", "ray"])
+    assert out.exit_code == 2 and "mathforge[ray]" in out.output
+    assert not (tmp_path / "run" / "problems.parquet").exists()
 
 
 def test_one_failing_request_fails_alone_and_the_rest_are_answered():
