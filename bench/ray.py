@@ -2,7 +2,7 @@
 OpenAI-compatible server → verify → curate → export) run both ways in one process, on a 2-node Ray cluster
 simulated on this machine (127.0.0.1), with identical outputs checked.
 
-    nice -n 10 python bench/ray.py [--problems 400] [--k 2] [--rounds 2]
+    nice -n 10 python bench/ray.py [--problems 400] [--k 2] [--rounds 3]
 
 Prints a table and writes bench/results/ray.md: wall seconds per stage for each executor (median of the rounds,
 alternating which goes first), their ratio, and the one-off costs (cluster start, joining it). The machine is shared,
@@ -58,6 +58,7 @@ def run_once(spec: dict, run: Path, executor: str, address: str | None) -> tuple
     summary = run_recipe(parse_recipe(spec), run, executor=executor, address=address)
     wall = time.perf_counter() - t0
     seconds = {s: summary["stages"][s]["seconds"] for s in STAGES}
+    seconds["sending"] = summary["stages"]["generate"].get("gen_seconds", 0.0)  # after the replicas are ready
     export = (run / "export" / "sft.jsonl").read_text()
     return seconds, wall, export
 
@@ -66,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=int, default=400)
     ap.add_argument("--k", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ray.md"))
     args = ap.parse_args()
     os.environ["BENCH_KEY"] = "sk-bench-ray-0123456789"
@@ -87,6 +88,9 @@ def main() -> None:
             t = time.perf_counter()
             ray.init(address=cluster.address, log_to_driver=False, namespace="mathforge")
             join = time.perf_counter() - t
+            for ex in ("local", "ray"):  # warm-up, not counted: imports and first-use caches of either path
+                server.configure(SERVER)
+                run_once(spec, tmp / f"{ex}-warm", ex, cluster.address if ex == "ray" else None)
             for r in range(args.rounds):
                 order = ("local", "ray") if r % 2 == 0 else ("ray", "local")
                 for ex in order:
@@ -98,9 +102,11 @@ def main() -> None:
                     exports[ex].add(export)
                     loads.append(os.getloadavg()[0])
     same = exports["local"] == exports["ray"] and len(exports["local"]) == 1
-    med = {ex: {s: statistics.median(t[s] for t in times[ex]) for s in STAGES} for ex in times}
+    med = {ex: {s: statistics.median(t[s] for t in times[ex]) for s in (*STAGES, "sending")} for ex in times}
     wall = {ex: statistics.median(walls[ex]) for ex in walls}
-    rows = [(s, med["local"][s], med["ray"][s]) for s in STAGES] + [("whole run", wall["local"], wall["ray"])]
+    rows = [(s, med["local"][s], med["ray"][s]) for s in STAGES]
+    rows.insert(2, ("  of which sending (replicas ready)", med["local"]["sending"], med["ray"]["sending"]))
+    rows.append(("whole run", wall["local"], wall["ray"]))
     lines = [
         "# Ray executor overhead vs the local executor",
         "",
@@ -109,7 +115,8 @@ def main() -> None:
         " fake OpenAI-compatible server with a fixed 40-token answer after 50 ms + 0.5 ms/token; load → generate →"
         " verify → curate → export) with `executor: local` and with `executor: ray` on a 2-node Ray cluster"
         " simulated on this machine (`tests/ray_cluster.py`: 127.0.0.1, 1 CPU per node), alternating which goes"
-        " first; medians of the rounds.",
+        " first, after one warm-up run of each (not counted); medians of the rounds. \"sending\" is generate from"
+        " the first request to the last answer, i.e. without starting the replicas.",
         "",
         f"- CPU: {cpu} ({os.cpu_count()} cores, shared with other engineers' jobs: absolute seconds are noisy, the"
         " ratio is measured in the same run)",
