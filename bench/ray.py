@@ -124,18 +124,19 @@ def main() -> None:
         f"- outputs identical (export/sft.jsonl of every run): {'yes' if same else 'NO'}",
         f"- one-off: starting the 2-node cluster {cluster_start:.1f} s, joining it {join:.2f} s (not in the table:"
         " a cluster is started once, not per run)",
+        "- not measured here: tokens/s per model replica on a GPU (no GPU machine was lent to this task)",
         "",
         "| stage | local s | ray s | ray / local |",
         "|---|---:|---:|---:|",
         *(f"| {s} | {a:.2f} | {b:.2f} | {b / a if a else float('nan'):.2f} |" for s, a, b in rows),
         "",
-        "Where the difference comes from: under Ray, generate starts one worker actor per node and waits until each is"
-        " ready (process start and imports, once per stage), and every answer travels worker → driver before the"
-        " driver commits it; verify ships each shard to a task and back; curate's near-duplicate search puts the band"
-        " keys in the object store and runs one task per partition. With two cores shared by the driver, two nodes'"
-        " raylets and the fake server, none of this can run faster than locally: the table is the price of the"
-        " executor on one machine, which a cluster repays only where the work itself is spread (model replicas on"
-        " several GPUs, API workers on several hosts).",
+        "Where the difference comes from: under Ray, generate first starts one worker actor per node and waits until"
+        " each is ready (a Ray worker process, imports, the backend: once per stage, the gap between the generate and"
+        " sending rows); sending itself (answers streamed worker → driver, committed there) is on par with the local"
+        " run. verify ships each shard to a task and back; curate's near-duplicate search puts the band keys in the"
+        " object store and runs one task per partition; both are small fixed costs at this size. On one machine with"
+        " two shared cores the executor can only cost time: what it buys is spreading model replicas over GPUs and"
+        " API workers over hosts.",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -199,6 +199,11 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
         local = near_duplicates(sigs, 0.8)
         assert sum(h is not None for h in local) > 20
         assert near_duplicates(sigs, 0.8, find_candidates=ex.band_candidates) == local
+        # a local model's "auto" device is the cluster's (no GPU here), not the driver's guess
+        from mathforge.backends.local import LocalConfig
+
+        assert ex.teacher_config(LocalConfig()).device == "cpu"
+        assert LocalExecutor().teacher_config(LocalConfig()).device == "auto"
     finally:
         ex.close()
 
