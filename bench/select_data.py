@@ -258,7 +258,7 @@ def write_md(args: Any, pool: list[dict[str, Any]], base_rate: float, n_target: 
         lines += ["", f"{args.steps} LoRA steps per arm (TRAIN_DEFAULTS of the experiment); `random-seedN` is a second "
                   "random arm with selection and training seed N, so its Δ is the seed-to-seed noise of one arm. "
                   "Training loss first → last: " + ", ".join(f"{k} {v.get('first_loss')} → {v.get('last_loss')}"
-                                                             for k, v in results["arms"].items() if v)
+                                                             for k, v in results["arms"].items() if v and k not in missing)
                   + ".", "", READING,
                   ""]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
