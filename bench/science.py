@@ -1,7 +1,7 @@
 """Does mathforge's data make the embedded SmolLM2-135M-Instruct better? The controlled experiment, on a CPU.
 
 Arms from one base with one training budget, scored greedily on the same 300 held-out problems of the ``arith``
-family (``mathforge.synth.family``) and on 100 SVAMP problems (out of domain): base; RFT on its own verified,
+family (``mathforge.synth.family``) and on 50 SVAMP problems (out of domain): base; RFT on its own verified,
 distinct-path samples; a control trained on as many of its samples without verification; SFT on the generator's
 reference solutions. See ``mathforge.experiment.run`` for the arms.
 
@@ -181,7 +181,7 @@ def write_markdown(a: argparse.Namespace, doc: dict[str, Any], wall: float, load
     for model, d in kinds.items():
         lines.append(f"| {model} | " + " | ".join(f"{d[k][0]}/{d[k][1]}" if k in d else "-" for k in names) + " |")
     lines += ["", "## Training", "", "| arm | rows | of them correct | steps | first loss | last loss | tokens | "
-              "train s | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "train s (its last process) | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arm, t in exp["arms"].items():
         lines.append(f"| {arm} | {t['rows']} | {t['correct_rows']} | {t['global_step']} | {_f(t['first_loss'])} | "
                      f"{_f(t['last_loss'])} | {t.get('tokens_seen') or '-'} | {t.get('train_seconds') or '-'} | "
