@@ -200,3 +200,30 @@ def test_three_workers_on_a_two_node_cluster_hold_3000_rpm():
     assert rate >= 0.9 * 3000 / 60, (rate, out["samples"][-5:])
     assert totals["workers"] == 3 and totals["done"] == 3 * per_worker
     assert totals["api_calls"] == fake.total
+
+
+def test_a_lost_actor_is_waited_for_and_relearns_the_workers_config():
+    """Ray restarts the actor after its node dies: the limiter retries, and the new actor learns the config again."""
+    handle = LocalHandle()
+    lease = handle.lease
+
+    class Restarting:
+        def __init__(self, failures: int):
+            self.failures = failures
+
+        def remote(self, *args):
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("actor restarting")  # what Ray raises differs by version; any error retries
+            return lease.remote(*args)
+
+    async def main() -> None:
+        limiter = ClusterLimiter(handle, "t", "key", 1200, None)
+        await limiter.acquire(10)
+        handle.state.budgets.clear()  # the restarted actor has forgotten everything...
+        await ClusterLimiter(handle, "t", "key", None, None).close()  # ...and hears first from a worker without limits
+        handle.lease = Restarting(failures=2)
+        await limiter.close()  # retried through the two failures (0.5 s apart)
+        assert handle.state.budgets["key"].requests.per_minute == 1200  # this worker's config came back with it
+
+    asyncio.run(main())
