@@ -60,6 +60,10 @@ def run(
                                        "(the exit code is still 3)"),
     new_ledger: bool = typer.Option(False, "--new-ledger", help="go on although the ledger is missing or empty: "
                                     "every request it held is paid again"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="where stages run: local (this process) or ray "
+                                           "(a Ray cluster; needs mathforge[ray]); default: the recipe's"),
+    address: Optional[str] = typer.Option(None, "--address", help="the Ray cluster to join (with --executor ray; "
+                                          "default RAY_ADDRESS, else a Ray instance started here)"),
 ) -> None:
     """Run a recipe: every stage in order, resuming from the run directory's ledger and tables."""
     from mathforge.pipeline.recipe import load_recipe
@@ -67,7 +71,7 @@ def run(
     from mathforge.summary import print_summary
 
     summary = run_recipe(load_recipe(recipe), run_dir, only=only, start=start, allow_partial=allow_partial,
-                         new_ledger=new_ledger)
+                         new_ledger=new_ledger, executor=executor, address=address)
     print_summary(summary, console)
 
 

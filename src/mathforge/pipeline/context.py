@@ -69,6 +69,10 @@ class RunContext:
         self._ledger: Ledger | None = None
         self._backends: dict[str, Backend] = {}
         self.scope: StageScope | None = None
+        # Where stage work runs (``mathforge.executor``): this process unless the recipe says ``executor: ray``.
+        from mathforge.executor import LocalExecutor
+
+        self.executor: Any = LocalExecutor()
 
     def __enter__(self) -> "RunContext":
         return self
@@ -142,6 +146,7 @@ class RunContext:
             raise
         finally:
             self.scope = None
+            self.executor.end_stage()  # model replicas live for one stage: the next one gets their CPUs/GPUs
         incomplete = None
         if scope.failed or scope.unsent:
             incomplete = {"failed": scope.failed, "unsent": scope.unsent}
@@ -363,6 +368,7 @@ class RunContext:
         return self._backends[teacher]
 
     def close(self) -> None:
+        self.executor.close()
         for b in self._backends.values():
             b.close()
         self._backends.clear()
