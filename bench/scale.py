@@ -91,11 +91,12 @@ def _row(base: list[dict], rng: random.Random) -> dict:
 
 # -- measured processes -----------------------------------------------------------------------------------------
 def measure(cmd: list[str], env: dict[str, str], cap_mib: int, log: Path) -> dict:
-    """Run ``cmd``; wall seconds, peak RSS (wait4's ru_maxrss) and whether it was killed at the RSS cap."""
+    """Run ``cmd``; wall seconds, CPU seconds (user + system, with the pool workers it waited for), peak RSS
+    (wait4's ru_maxrss), the mean 1-minute load average while it ran, and whether it was killed at the RSS cap."""
     t0 = time.perf_counter()
     with log.open("ab") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    capped, peak_seen = False, 0
+    capped, peak_seen, loads, tick = False, 0, [os.getloadavg()[0]], 0
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
@@ -105,9 +106,13 @@ def measure(cmd: list[str], env: dict[str, str], cap_mib: int, log: Path) -> dic
         if rss > cap_mib:
             capped = True
             os.killpg(proc.pid, 9)
+        tick += 1
+        if tick % 25 == 0:
+            loads.append(os.getloadavg()[0])
         time.sleep(0.2)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"seconds": round(time.perf_counter() - t0, 1), "peak_mib": round(max(usage.ru_maxrss / 1024, peak_seen)),
+    return {"seconds": round(time.perf_counter() - t0, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_mib": round(max(usage.ru_maxrss / 1024, peak_seen)), "load": round(sum(loads) / len(loads), 1),
             "capped": capped, "rc": proc.returncode}
 
 
@@ -214,7 +219,7 @@ def _env(src: Path) -> dict[str, str]:
 class Server:
     """tests/fake_openai_server.py in its own process, answering fast so that the client's memory is what grows."""
 
-    def __init__(self) -> None:
+    def __init__(self, instant: bool = False) -> None:
         d = tempfile.mkdtemp()
         port_file = Path(d) / "port"
         self.proc = subprocess.Popen([sys.executable, str(SERVER), "--port-file", str(port_file), "--lifetime", "3600"])
@@ -224,7 +229,8 @@ class Server:
             time.sleep(0.05)
         self.base = f"http://127.0.0.1:{port_file.read_text().strip()}"
         self.url = self.base + "/v1"
-        cfg = {"base_latency": 0.005, "per_token": 0.0, "min_completion": 20, "max_completion": 60}
+        cfg = ({"base_latency": 0.0, "per_token": 0.0, "min_completion": 1, "max_completion": 3} if instant else
+               {"base_latency": 0.005, "per_token": 0.0, "min_completion": 20, "max_completion": 60})
         req = urllib.request.Request(self.base + "/admin/config", json.dumps(cfg).encode(),
                                      {"content-type": "application/json"})
         urllib.request.urlopen(req, timeout=10).read()
@@ -253,10 +259,10 @@ def _cell(r: dict | None) -> str:
     if not r:
         return "-"
     if r["capped"]:
-        return f"> cap (killed at {r['seconds']:.0f} s)"
+        return f"> {r['peak_mib']:,} MiB: killed at the cap after {r['seconds']:.0f} s ({r.get('cpu_s', 0):.0f} s CPU)"
     if r["rc"]:
         return f"failed (rc {r['rc']})"
-    return f"{r['seconds']:.0f} s / {r['peak_mib']:,} MiB"
+    return f"**{r['peak_mib']:,} MiB**, {r['seconds']:.0f} s wall, {r.get('cpu_s', 0):.0f} s CPU, load {r.get('load', 0):.1f}"
 
 
 def report(results: dict, args, load_avg: list[tuple[float, float, float]], started: str) -> str:
@@ -265,10 +271,11 @@ def report(results: dict, args, load_avg: list[tuple[float, float, float]], star
     lines = ["# Scale benchmark: NuminaMath-1.5-shaped data, 100k-900k problems", "",
              f"`python bench/scale.py` started {started}. CPU: {cpu}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}. The machine is shared with other engineers: load average (1 min) was "
-             + ", ".join(f"{a[0]:.1f}" for a in load_avg) + " at the samples taken during the run, so absolute "
-             "times are noisy; both systems ran on the same files in the same run, one step per fresh process.",
-             "", f"Cell = wall time / peak RSS of the step's process (ru_maxrss). Steps whose RSS passed "
-             f"{args.cap_mib:,} MiB were killed (the machine's per-process allowance).", ""]
+             + ", ".join(f"{a[0]:.1f}" for a in load_avg) + " between the steps, so wall times are noisy; CPU time "
+             "(user + system of the step and the workers it waited for) is the steadier measure of work. Both "
+             "systems ran on the same files, one step per fresh process.",
+             "", f"Cell = peak RSS of the step's process (ru_maxrss), wall time, CPU time, mean 1-minute load "
+             f"average during the step. Steps whose RSS passed {args.cap_mib:,} MiB were killed.", ""]
     lines += ["## load → verify → curate → export", "",
               "| system | problems | load | verify | curate | export | peak of all steps |", "|---|---:|---|---|---|---|---:|"]
     for (system, n), r in sorted(results["pipeline"].items(), key=lambda x: (x[0][1], x[0][0])):
@@ -277,10 +284,11 @@ def report(results: dict, args, load_avg: list[tuple[float, float, float]], star
         capped = any(s and s["capped"] for s in steps)
         lines.append(f"| {system} | {n:,} | " + " | ".join(_cell(s) for s in steps)
                      + f" | {'> ' if capped else ''}{peak:,} MiB |")
-    lines += ["", "## generate (k=1, fake OpenAI server at 5 ms latency)", "",
-              "| system | requests | wall | peak RSS | samples |", "|---|---:|---|---:|---:|"]
+    server = "answering at once with 1-3 token completions" if args.instant else "at 5 ms latency"
+    lines += ["", f"## generate (k=1, fake OpenAI server {server})", "",
+              "| system | requests | generate step | samples |", "|---|---:|---|---:|"]
     for (system, n), r in sorted(results["generate"].items(), key=lambda x: (x[0][1], x[0][0])):
-        lines.append(f"| {system} | {n:,} | {_cell(r)} | {r['peak_mib']:,} MiB | {r['counts'].get('samples', '-')} |")
+        lines.append(f"| {system} | {n:,} | {_cell(r)} | {r.get('counts', {}).get('samples', '-')} |")
     lines += ["", "Raw results:", "", "```json", json.dumps({f"{k[0]} {k[1]}": v for part in results.values()
                                                               for k, v in part.items()}, indent=1), "```", ""]
     return "\n".join(lines)
@@ -298,8 +306,13 @@ def main() -> None:
     ap.add_argument("--math", type=Path, default=ROOT.parent.parent / "shared" / "data" / "math" / "train.jsonl")
     ap.add_argument("--bench-data", type=Path, default=ROOT.parent.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.md")
+    ap.add_argument("--new-src", type=Path, default=ROOT / "src",
+                    help="sources of the new system (a copy keeps edits made meanwhile out of the measurement)")
+    ap.add_argument("--instant", action="store_true", help="the fake server answers at once with 1-3 tokens")
+    ap.add_argument("--save", type=Path, help="also write the raw results to this JSON file")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[], help="raw results of other runs to report with these")
     args = ap.parse_args()
-    srcs = {"new": ROOT / "src", "baseline": args.baseline}
+    srcs = {"new": args.new_src, "baseline": args.baseline}
     args.data_dir.mkdir(parents=True, exist_ok=True)
     biggest = max([900_000, *args.sizes, *args.gen])  # one file; smaller sizes read its first rows (limit)
     data = args.data_dir / f"numina-{biggest}.parquet"
@@ -316,7 +329,7 @@ def main() -> None:
             results["pipeline"][(system, n)] = run_pipeline(system, srcs[system], data, n, args, work)
             load_avg.append(os.getloadavg())
     if args.gen:
-        server = Server()
+        server = Server(args.instant)
         try:
             for n in args.gen:
                 for system in args.systems:
@@ -324,6 +337,11 @@ def main() -> None:
                     load_avg.append(os.getloadavg())
         finally:
             server.close()
+    if args.save:
+        args.save.write_text(json.dumps({part: [[*k, v] for k, v in r.items()] for part, r in results.items()}))
+    for extra in args.merge:
+        for part, items in json.loads(extra.read_text()).items():
+            results[part].update({(system, n): v for system, n, v in items})
     text = report(results, args, load_avg, started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

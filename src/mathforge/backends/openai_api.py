@@ -9,6 +9,7 @@ error. A response hook tells the engine when each answer's headers arrive (see `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -106,6 +107,11 @@ class OpenAIBackend(Backend):
             raise BackendError(f"teacher {self.name}: environment variable {env} is not set (it holds the API key)")
         return key
 
+    def limit_key(self) -> str:
+        """Whose RPM/TPM budget this teacher spends: endpoint, model and a SHA-256 prefix of the key (never the key)."""
+        digest = hashlib.sha256(self._key.encode()).hexdigest()[:12] if self._key else "none"
+        return f"{self.config.base_url.rstrip('/')} {self.config.model} key:{digest}"
+
     def prepare(self) -> None:
         """Check the key is set and import the HTTP stack now, so neither delays the first request."""
         self._key = self.api_key()
@@ -128,7 +134,8 @@ class OpenAIBackend(Backend):
         config.max_concurrency = fit_open_files(config.max_concurrency, self.name)
         self._client = self._make_client(config.max_concurrency)
         stats.http_client = self.http_client
-        engine = Engine(self.name, config, self._send, sink, stats=stats, endpoint=self.config.base_url)
+        engine = Engine(self.name, config, self._send, sink, stats=stats, endpoint=self.config.base_url,
+                        limit_key=self.limit_key())
         try:
             await engine.run(jobs)
         finally:

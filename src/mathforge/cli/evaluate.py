@@ -1,7 +1,10 @@
-"""``mathforge eval``: score models on benchmarks (greedy, maj@k, pass@k) and print the comparison table."""
+"""``mathforge eval``: score models on benchmarks (greedy, maj@k, pass@k) and print the comparison table. Every
+EvalConfig field that a flag can hold is a flag (its description is the help); ``models``, ``adapters`` and
+``benchmarks`` (names or records) have shorthand flags, and ``--config`` YAML can hold any field."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Optional
 
@@ -9,8 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mathforge.cli.flags import config_command, out_option
+from mathforge.evaluate.config import EvalConfig
+
 app = typer.Typer(add_completion=False)
 console = Console()
+
+DEFAULT_OUT = Path("runs/eval")
+SHORT = {"limit": ["-n"], "k": ["-k"]}
 
 
 def _models(specs: list[str], backend: str, base_url: str | None, batch_size: int | None) -> dict[str, dict[str, Any]]:
@@ -38,50 +47,79 @@ def print_table(rows: list[dict[str, Any]], title: str = "eval") -> None:
     console.print(table)
 
 
-@app.command()
-def evaluate(
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="model to score (repeatable): smollm2, a directory, a .gguf, a hub id, or an API model name with --backend openai"),
-    adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="PEFT adapter directory on top of the first model (repeatable); the plain model is the base"),
-    benchmarks: Optional[str] = typer.Option(None, "--benchmarks", "-b", help="comma-separated: gsm8k,math,math500,svamp,mathqa"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder with one sub-folder per benchmark (else the hub)"),
-    k: Optional[int] = typer.Option(None, "--k", help="samples per problem for maj@k / pass@k (default 1: greedy only)"),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N problems of each benchmark"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="most new tokens per answer (default 512)"),
-    no_greedy: bool = typer.Option(False, "--no-greedy", help="skip the greedy pass (needs --k >= 2)"),
-    base: Optional[str] = typer.Option(None, "--base", help="model the deltas are measured against (default: the first)"),
-    backend: str = typer.Option("local", "--backend", help="backend of --model: local, openai or vllm"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (with --backend openai)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="prompts per forward pass (local backend)"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="eval config YAML (models as named backend configs, benchmarks with paths, ...); flags override it"),
-    run_dir: Path = typer.Option(Path("runs/eval"), "--run-dir", "-o", help="run directory (ledger = cache and resume point)"),
-    seed: int = typer.Option(0, "--seed", help="sampling seed"),
-    compare: Optional[list[Path]] = typer.Option(None, "--compare", help="also tabulate the eval results of this run (repeatable)"),
-) -> None:
-    """Score models on math benchmarks: greedy accuracy, maj@k, pass@k and mean pass@1 with 95% intervals."""
-    from mathforge.config import load_yaml, read_text, validate
-    from mathforge.evaluate import EvalConfig, comparison_rows, find_results, run_eval
-    from mathforge.pipeline.context import RunContext
+def build_config(data: dict[str, Any], *, model: list[str] | None = None, adapter: list[str] | None = None,
+                 benchmarks: str | None = None, backend: str = "local", base_url: str | None = None,
+                 batch_size: int | None = None, config: Path | None = None) -> EvalConfig:
+    """The EvalConfig from --config and the generated flags (``data``) plus the shorthand flags for the fields
+    that hold names or records (models, adapters, benchmarks)."""
+    from mathforge.config import validate
 
-    data: dict[str, Any] = dict(load_yaml(read_text(config), str(config)) or {}) if config else {}
+    data = dict(data)
     if model:
         data["models"] = _models(model, backend, base_url, batch_size)
-    flags = {"adapters": adapter, "data_dir": data_dir, "k": k, "limit": limit, "max_tokens": max_tokens, "base": base}
-    data.update({key: v for key, v in flags.items() if v})
+    if adapter:
+        data["adapters"] = adapter
     if benchmarks:
         data["benchmarks"] = [b.strip() for b in benchmarks.split(",") if b.strip()]
-    if no_greedy:
-        data["greedy"] = False
-    cfg = validate(EvalConfig, data, str(config or "mathforge eval"))
-    ctx = RunContext(run_dir, seed=seed)
+    return validate(EvalConfig, data, str(config or "mathforge eval"))
+
+
+def eval_command(data: dict[str, Any], *, model: list[str] | None, adapter: list[str] | None, benchmarks: str | None,
+                 backend: str, base_url: str | None, batch_size: int | None, out: Path | None,
+                 compare: list[Path] | None, config: Path | None) -> None:
+    """Score models on math benchmarks: greedy accuracy, maj@k, pass@k and mean pass@1 with 95% intervals."""
+    from mathforge.evaluate import comparison_rows, find_results, run_eval
+    from mathforge.pipeline.context import RunContext
+
+    cfg = build_config(data, model=model, adapter=adapter, benchmarks=benchmarks, backend=backend, base_url=base_url,
+                       batch_size=batch_size, config=config)
+    run_dir = out or DEFAULT_OUT
+    ctx = RunContext(run_dir, seed=cfg.seed or 0)
     try:
-        out = run_dir / "eval"
-        doc = run_eval(ctx, cfg, out)
+        folder = run_dir / "eval"
+        doc = run_eval(ctx, cfg, folder)
     finally:
         ctx.close()
-    sets = [(out, doc)] + [s for c in compare or [] for s in find_results(c)]
+    sets = [(folder, doc)] + [s for c in compare or [] for s in find_results(c)]
     print_table(comparison_rows(sets), title=f"eval: {run_dir}")
     gen = doc["generation"]
     console.print(
         f"requests {gen['requests']} (sent {gen['sent']}, cached {gen['cached']}), "
-        f"{gen.get('tokens_per_s') or '-'} tokens/s; results in {out}/results.json, table in {out}/table.md"
+        f"{gen.get('tokens_per_s') or '-'} tokens/s; results in {folder}/results.json, table in {folder}/table.md"
     )
+
+
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+SHORTHANDS = [
+    _param("model", Optional[list[str]], typer.Option(
+        None, "--model", "-m", help="models: a model to score (repeatable): smollm2, a directory, a .gguf, a hub id, "
+        "or an API model name with --backend openai")),
+    _param("adapter", Optional[list[str]], typer.Option(
+        None, "--adapter", help="adapters: a PEFT adapter directory on top of the first model (repeatable); the plain "
+        "model is the base")),
+    _param("benchmarks", Optional[str], typer.Option(
+        None, "--benchmarks", "-b", help="benchmarks, comma-separated: gsm8k,math,math500,svamp,mathqa")),
+    _param("backend", str, typer.Option("local", "--backend", help="backend of --model: local, openai or vllm")),
+    _param("base_url", Optional[str], typer.Option(None, "--base-url", help="OpenAI-compatible endpoint of --model "
+                                                   "(with --backend openai)")),
+    _param("batch_size", Optional[int], typer.Option(None, "--batch-size", help="prompts per forward pass of --model "
+                                                     "(local backend)")),
+]
+TRAILING = [
+    out_option(f"run directory to write to: its ledger is the cache and resume point, results go to <out>/eval "
+               f"(default: {DEFAULT_OUT})", extra=["--run-dir"]),
+    _param("compare", Optional[list[Path]], typer.Option(None, "--compare", help="also tabulate the eval results of "
+                                                         "this run (repeatable)")),
+]
+
+app.command("eval")(config_command(
+    EvalConfig,
+    eval_command,
+    leading=SHORTHANDS,
+    trailing=TRAILING,
+    short=SHORT,
+    doc="Score models on math benchmarks: greedy accuracy, maj@k, pass@k and mean pass@1 with 95% intervals.",
+))

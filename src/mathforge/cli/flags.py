@@ -2,8 +2,8 @@
 
 A command built here takes ``--config FILE`` (YAML with any of the fields) and flags that override it; fields of
 nested models become ``--outer-inner`` flags; the values given are validated by the config model itself, so a
-recipe, Python and the command line accept exactly the same settings. ``-o/--out`` is never a config field: on
-every command it names where the command writes (a run directory; see ``OUT_HELP``).
+recipe, Python and the command line accept exactly the same settings. ``-o/--out`` has one meaning on every
+command: the directory the command writes into, created when missing (``OUT_MEANING``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import typer
 from pydantic import BaseModel
 
+OUT_MEANING = "the directory the command writes into (created when missing); never a file, never an input"
 OUT_HELP = "run directory to write to (default: SOURCE itself when it is a run directory, else <SOURCE stem>-<command>)"
 
 
@@ -126,10 +127,10 @@ def config_command(
     return command
 
 
-def out_option(help: str = OUT_HELP) -> inspect.Parameter:
-    """``-o/--out``: where the command writes."""
+def out_option(help: str = OUT_HELP, extra: Sequence[str] = ()) -> inspect.Parameter:
+    """``-o/--out DIR``: the directory the command writes into (``OUT_MEANING``); ``extra`` are older names."""
     return inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                             default=typer.Option(None, "--out", "-o", help=help))
+                             default=typer.Option(None, "--out", "-o", *extra, help=help, file_okay=False))
 
 
 def source_argument(help: str) -> inspect.Parameter:

@@ -52,7 +52,8 @@ def _print_error(exc: MathforgeError) -> None:
 @guarded
 def run(
     recipe: str = typer.Argument(..., help="a recipe YAML path, or the name of a bundled recipe (see `mathforge recipes`)"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="run directory (default: the recipe's, else runs/<name>)"),
+    run_dir: Optional[Path] = typer.Option(None, "--out", "-o", "--run-dir", file_okay=False,
+                                           help="run directory to write to (default: the recipe's, else runs/<name>)"),
     only: Optional[list[str]] = typer.Option(None, "--only", help="run only these stages (by name or id); repeatable"),
     start: Optional[str] = typer.Option(None, "--from", help="run this stage and every stage downstream of it"),
     allow_partial: bool = typer.Option(False, "--allow-partial", help="run later stages even when requests failed "

@@ -15,7 +15,7 @@ console = Console()
 @app.command()
 def report(
     runs: list[Path] = typer.Argument(..., help="run directories; the first is the main one, the others are compared"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default: <first run>/report)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", file_okay=False, help="output folder (default: <first run>/report)"),
     title: Optional[str] = typer.Option(None, "--title", help="page title"),
     base: Optional[str] = typer.Option(None, "--base", help="model the eval deltas are measured against"),
     contrast: list[str] = typer.Option([], "--contrast", help="A:B — also report the paired difference of model A "

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mathforge.cli.flags import config_command
+from mathforge.cli.flags import config_command, out_option
 from mathforge.verify.stage import VerifyConfig
 
 app = typer.Typer(help="Verify model answers against gold answers.", add_completion=False)
@@ -42,15 +42,18 @@ def _write(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
 
-def verify_command(data: dict[str, Any], *, input: Path, output: Optional[Path], config: Optional[Path]) -> None:
+def verify_command(data: dict[str, Any], *, input: Path, out: Optional[Path], output: Optional[Path],
+                   config: Optional[Path]) -> None:
     """Judge every row's ``text`` against its ``gold``; write the rows with verdict columns added."""
     from mathforge.config import validate
     from mathforge.verify.stage import run_verify_stage
 
+    if out is not None and output is not None:
+        raise typer.BadParameter("give the folder (-o/--out) or the file (--output), not both", param_hint="--output")
     cfg = validate(VerifyConfig, data, str(config or "mathforge verify"))
     rows = _read(input)
     out_rows = run_verify_stage(rows, cfg)
-    output = output or input.with_name(f"{input.stem}.verified{input.suffix}")
+    output = output or (out or input.parent) / f"{input.stem}.verified{input.suffix}"
     _write(output, out_rows)
     table = Table("method", "correct", "wrong", "undecided", title=f"{len(out_rows)} rows -> {output}")
     counts: Counter = Counter((r["method"], r["correct"]) for r in out_rows)
@@ -63,11 +66,13 @@ app.command("verify")(config_command(
     VerifyConfig,
     verify_command,
     leading=[inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
-                               default=typer.Argument(..., exists=True, dir_okay=False,
-                                                      help="samples table: .parquet or .jsonl with text, gold")),
+                               default=typer.Argument(..., exists=True,
+                                                      help="samples table with text, gold: .parquet (a file or a "
+                                                      "run's shard directory) or .jsonl")),
+             out_option("folder to write <input stem>.verified.<ext> into (default: the input's folder)"),
              inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                               default=typer.Option(None, "--output", "-o",
-                                                    help="where to write (default: <input>.verified.<ext>)"))],
+                               default=typer.Option(None, "--output", dir_okay=False,
+                                                    help="the output file itself, instead of -o's folder"))],
     short={"extractors": ["--extractor", "-e"]},
     doc="Judge every row's text against its gold; write the rows with verdict columns added.",
 ))

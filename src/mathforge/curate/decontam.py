@@ -23,6 +23,7 @@ from mathforge.records import Problem
 
 DEFAULT_BENCHMARKS = ("gsm8k", "math", "math500", "svamp", "mathqa")
 _BUCKETS = 1 << 24  # at most 16 MiB of bools per n-gram length
+_FIND_TOKENS = 1 << 18  # tokens looked up at once: its hash, position and match arrays take ~70 B per token
 
 
 class BenchmarkRef(StrictModel):
@@ -143,6 +144,18 @@ class BenchmarkIndex:
         have at least ``min_tokens`` words, equal to the whole text when shorter still.
         """
         tokens = texts if isinstance(texts, Tokens) else tokenize(list(texts))
+        if int(tokens.offsets[-1]) > _FIND_TOKENS and len(tokens) > 1:  # texts are independent: look up in parts
+            out: list[Hit | None] = []
+            lo = 0
+            while lo < len(tokens):
+                hi = int(np.searchsorted(tokens.offsets, tokens.offsets[lo] + _FIND_TOKENS, "right")) - 1
+                hi = min(max(hi, lo + 1), len(tokens))
+                out += self._find(tokens.slice(lo, hi), whole)
+                lo = hi
+            return out
+        return self._find(tokens, whole)
+
+    def _find(self, tokens: Tokens, whole: bool) -> list[Hit | None]:
         out: list[Hit | None] = [None] * len(tokens)
         if not len(tokens) or self._tokens is None:
             return out

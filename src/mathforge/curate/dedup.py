@@ -207,15 +207,14 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int, groups: np.ndarray | None
     return out
 
 
-def near_duplicates(
+def near_duplicate_links(
     sigs: np.ndarray | SignatureStore,
     threshold: float,
     groups: Sequence[Hashable] | np.ndarray | None = None,
     skip: Sequence[bool] | np.ndarray | None = None,
-    seed: int = 1,
-) -> list[tuple[int, float] | None]:
-    """For each signature row, (index of the most similar earlier text it nearly duplicates, estimated Jaccard),
-    or None when it is the first of its cluster.
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each signature row, the index of the most similar earlier text it nearly duplicates (-1: none, it is the
+    first of its cluster) and that estimated Jaccard, as two arrays (8 + 8 bytes per text).
 
     LSH with the bands and rows datasketch's ``MinHashLSH`` would use: texts sharing a band are candidates, and a
     candidate is confirmed on the signatures (estimated Jaccard >= ``threshold``); with ``groups`` only texts of the
@@ -223,13 +222,13 @@ def near_duplicates(
     than MinHashLSH's dict of byte strings and sets (2-4 KB per text measured), so 900k texts fit in ~100 MB; ``sigs`` may be a
     :class:`SignatureStore` on disk. Every text enters the index, so clusters are connected components (a lightly
     edited copy of a dropped duplicate is still found); :func:`cluster_roots` names the text each cluster keeps.
-    ``skip`` marks texts left out. ``seed`` is kept for callers; the permutations are already in the signatures.
+    ``skip`` marks texts left out.
     """
     store = sigs if isinstance(sigs, SignatureStore) else _InMemory(np.asarray(sigs, np.uint32))
     n, num_perm = len(store), store.num_perm
-    out: list[tuple[int, float] | None] = [None] * n
+    dup_of, jaccard = np.full(n, -1, np.int64), np.zeros(n, np.float64)
     if n == 0:
-        return out
+        return dup_of, jaccard
     bands, rows = lsh_params(threshold, num_perm)
     codes = None
     if groups is not None:
@@ -267,8 +266,22 @@ def near_duplicates(
             j = float(np.count_nonzero(store.row(c) == row)) / num_perm
             if j >= threshold and (best is None or j > best[1]):
                 best = (c, j)
-        out[i] = best
-    return out
+        if best is not None:
+            dup_of[i], jaccard[i] = best
+    return dup_of, jaccard
+
+
+def near_duplicates(
+    sigs: np.ndarray | SignatureStore,
+    threshold: float,
+    groups: Sequence[Hashable] | np.ndarray | None = None,
+    skip: Sequence[bool] | np.ndarray | None = None,
+    seed: int = 1,
+) -> list[tuple[int, float] | None]:
+    """:func:`near_duplicate_links` as a list: (earlier text, estimated Jaccard) per text, or None when it is the
+    first of its cluster. ``seed`` is kept for callers; the permutations are already in the signatures."""
+    dup_of, jaccard = near_duplicate_links(sigs, threshold, groups, skip)
+    return [None if d < 0 else (d, j) for d, j in zip(dup_of.tolist(), jaccard.tolist())]
 
 
 def cluster_roots(duplicate_of: Sequence[int | None]) -> list[int]:

@@ -33,6 +33,11 @@ class Tokens:
         hi = int(self.offsets[doc + 1]) if n is None else lo + n
         return self.flat.slice(lo, hi - lo).to_pylist()
 
+    def slice(self, lo: int, hi: int) -> "Tokens":
+        """The tokens of texts ``lo`` to ``hi`` (exclusive), without copying."""
+        start = int(self.offsets[lo])
+        return Tokens(self.flat.slice(start, int(self.offsets[hi]) - start), self.offsets[lo : hi + 1] - start)
+
     def select(self, docs: np.ndarray) -> "Tokens":
         """The tokens of some of the texts only, in the order given (no re-tokenising)."""
         docs = np.asarray(docs, np.int64)

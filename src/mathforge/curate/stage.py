@@ -20,7 +20,7 @@ from mathforge.curate.dedup import DedupConfig
 from mathforge.curate.filters import FilterConfig
 from mathforge.curate.pool import sample_batches
 from mathforge.curate.rft import RFTConfig
-from mathforge.curate.streaming import Funnel, curate_stream
+from mathforge.curate.streaming import BATCH, Funnel, curate_stream
 from mathforge.masking import mask_config
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
@@ -97,7 +97,7 @@ class CurateStage(Stage):
 
         source = ctx.input("samples")
         index = build_index(cfg.decontam) if cfg.decontam.enabled else None  # before any record is read
-        sources = [("this run", source.batches()), *((str(p), sample_batches(p)) for p in cfg.pool)]
+        sources = [("this run", source.batches(BATCH)), *((str(p), sample_batches(p, BATCH)) for p in cfg.pool)]
         writer = ctx.output("samples")
         with RejectedWriter(ctx.run_dir, self.stage_id) as rejects:
             funnel, result = curate_stream(sources, cfg, index=index, emit=writer.write, reject=rejects.add,

@@ -1,22 +1,26 @@
 """Curation in bounded memory: records stream through pool → filters → decontamination in batches, dedup is global
 over compact keys, and RFT runs per problem on hash partitions.
 
-Memory of the global steps grows with the number of records only through what each record leaves behind: its id
-(a Python string), its problem's integer code, a 16-byte exact-text digest, and for near-duplicates 8 bytes per
-LSH band (11-16 bands at the default thresholds); the MinHash signatures themselves (512 bytes per text at 128
-permutations) are appended to a scratch file and read back a row at a time to confirm candidates. Record bodies are
-spooled to scratch files between passes, never held: pass 1 filters, decontaminates and spools survivors; dedup
-decides on the keys; pass 2 streams the spool, rejecting duplicates and partitioning the rest by problem into
-buckets of at most ``RFT_BUCKET`` records, each selected in memory and emitted.
+Memory of the global steps grows with the number of records only through what each record leaves behind, held in
+flat arrays (``curate/compact.py``), never as Python objects: its id's 16-byte digest, its problem's integer code,
+a 16-byte exact-text digest, the id itself as Arrow bytes when it survived pass 1, and for near-duplicates 8 bytes
+per LSH band (11-16 bands at the default thresholds) while a dedup step runs: ~100-150 bytes per record. The
+MinHash signatures themselves (512 bytes per text at 128 permutations) are appended to a scratch file and read
+back a row at a time to confirm candidates. Record bodies are spooled to scratch files between passes, never held:
+pass 1 filters, decontaminates and spools survivors; dedup decides on the keys; pass 2 streams the spool,
+rejecting duplicates and partitioning the rest by problem into buckets of at most ``RFT_BUCKET`` records, each
+selected in memory and emitted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import shutil
 import tempfile
 import time
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from mathforge.curate.decontam import BenchmarkIndex, Hit
-from mathforge.curate.dedup import SignatureStore, cluster_roots, cluster_stats, near_duplicates, normalize, signatures
+from mathforge.curate.compact import KeyIndex, Strings, cluster_roots, cluster_stats, first_occurrence
+from mathforge.curate.dedup import SignatureStore, near_duplicate_links, normalize, signatures
 from mathforge.curate.filters import apply_filters, build_filters
 from mathforge.curate.ngrams import tokenize
 from mathforge.curate.rft import select_paths
@@ -34,6 +39,7 @@ from mathforge.curate.rft import select_paths
 Rows = list[dict[str, Any]]
 Rejects = list[tuple[dict[str, Any], str]]
 RFT_BUCKET = 50_000  # records per RFT partition (all samples of a problem land in one)
+BATCH = 4_000  # records per pass-1 batch: its rows, tokens, signatures and lookups are the transient memory
 
 
 @dataclass
@@ -105,61 +111,77 @@ class _Timer:
         self._t = now
 
 
-def _digest(text: str | None) -> bytes:
-    return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=16).digest()
+def _digests(texts: Iterable[str | None]) -> bytes:
+    """16-byte digests of the normalised texts (what an exact duplicate shares), concatenated."""
+    return b"".join(hashlib.blake2b(normalize(t).encode("utf-8"), digest_size=16).digest() for t in texts)
+
+
+def _hit_text(hit: Hit) -> str:
+    return json.dumps([hit.benchmark, hit.item_id, hit.field, hit.ngram], ensure_ascii=False)
 
 
 class _Curation:
-    """The state one curation carries between its passes: compact keys per record and per problem."""
+    """The state one curation carries between its passes: compact keys per record and per problem, in arrays.
+
+    Per input record: its id's digest and source (KeyIndex, ~26 B). Per problem: its id's digest and code (~24 B),
+    whether it was checked against the benchmarks and which hit it has (5 B). Per survivor of pass 1: its id (its
+    bytes + 4), problem code (4 B) and text digest (16 B). Per surviving problem: its id, code and question digest
+    (~24 B plus the id). Reasons and hits are kept only for the records they drop.
+    """
 
     def __init__(self, cfg: Any, index: BenchmarkIndex | None, work: Path):
         self.cfg, self.index, self.work = cfg, index, work
         self.filters = build_filters(cfg.filters)
         self.timer = _Timer()
         self.dropped: dict[str, Counter] = defaultdict(Counter)
-        self.left: dict[str, int] = Counter()
         self.records_in = 0
-        self.seen_ids: dict[str, int] = {}  # sample id -> index of the source it came from
-        self.codes: dict[str, int] = {}  # problem id -> integer code
+        self.sample_ids = KeyIndex()  # every input record's id: the pool's duplicate-id check
+        self.first_source = array("H")  # per sample id code: the source it was first pooled from
+        self.problems = KeyIndex()  # problem id -> integer code (order of first appearance after the filters)
         self.teachers_in: Counter = Counter()
         self.correct_in: Counter = Counter()
-        # decontamination
-        self.checked: set[int] = set()
-        self.problem_hits: dict[int, Hit] = {}
+        # decontamination, per problem code
+        self.checked = bytearray()
+        self.hit_of = array("i")  # index into hits, -1: none
+        self.hits = Strings()
         self.per_bench: dict[str, Counter] = defaultdict(Counter)
         self.decontam_dropped = 0
         # survivors of pass 1, in order: one entry each
-        self.ids: list[str] = []
-        self.code_of: list[int] = []
-        self.text_digest: list[bytes] = []
-        self.problem_of_code: dict[int, int] = {}  # code -> index among the surviving problems
-        self.problem_pids: list[str] = []
-        self.problem_exact: list[int | None] = []
-        self._question_first: dict[bytes, int] = {}
+        self.ids = Strings()
+        self.code_of = array("i")
+        self.text_digest = bytearray()
+        # surviving problems, in order of first survivor
+        self.problem_index = array("i")  # per problem code: index among the surviving problems, -1: none
+        self.problem_pids = Strings()
+        self.problem_code = array("i")
+        self.question_digest = bytearray()
         dcfg = cfg.dedup
         self.sol_sigs = SignatureStore(work / "solutions.sig", dcfg.num_perm) if dcfg.solution_threshold is not None else None
         self.prob_sigs = SignatureStore(work / "problems.sig", dcfg.num_perm) if dcfg.problem_threshold is not None else None
         self.spool = _Spool(work / "survivors.pkl")
         self.source_names: list[str] = []
 
-    def code(self, pid: Any) -> int:
-        key = str(pid)
-        c = self.codes.get(key)
-        if c is None:
-            c = self.codes[key] = len(self.codes)
-        return c
+    def problem_codes(self, rows: Rows) -> np.ndarray:
+        """Codes of the rows' problems, numbering new problems in order."""
+        codes, new = self.problems.add([str(r["problem_id"]) for r in rows])
+        if new.any():
+            grow = len(self.problems) - len(self.checked)
+            self.checked.extend(bytes(grow))
+            self.hit_of.extend([-1] * grow)
+            self.problem_index.extend([-1] * grow)
+        return codes
 
     # -- pass 1 ------------------------------------------------------------------------------------------------------
     def pass1(self, source: int, name: str, rows: Rows, reject: Callable[[Rejects], None]) -> None:
         self.records_in += len(rows)
+        codes, new = self.sample_ids.add([str(row["id"]) for row in rows])
         kept, dup = [], []
-        for row in rows:
-            sid = str(row["id"])
-            first = self.seen_ids.get(sid)
-            if first is not None:
-                dup.append((row, f"duplicate-id: sample {sid} of {name} is already pooled from {self.source_names[first]}"))
+        for row, c, first in zip(rows, codes.tolist(), new.tolist()):
+            if not first:
+                owner = self.source_names[self.first_source[c]]
+                dup.append((row, f"duplicate-id: sample {row['id']} of {name} is already pooled from {owner}"))
                 continue
-            self.seen_ids[sid] = source
+            self.first_source.append(source)
             kept.append(row)
         self._drop("pool", dup, reject)
         for r in kept:
@@ -170,12 +192,14 @@ class _Curation:
         rows, dropped = apply_filters(kept, self.filters)
         self._drop("filters", dropped, reject)
         self.timer.lap("filters")
+        codes = self.problem_codes(rows)
         tokens = tokenize([r.get("text") for r in rows])
         if self.cfg.decontam.enabled and self.index is not None:
-            keep = self._decontaminate(rows, tokens, reject)
-            rows, tokens = [rows[i] for i in keep], tokens.select(np.asarray(keep, np.int64))
+            keep = self._decontaminate(rows, codes, tokens, reject)
+            sel = np.asarray(keep, np.int64)
+            rows, codes, tokens = [rows[i] for i in keep], codes[sel], tokens.select(sel)
             self.timer.lap("decontam")
-        self._register(rows, tokens)  # signatures: counted as dedup time
+        self._register(rows, codes, tokens)  # signatures: counted as dedup time
         self.spool.write(rows)
         self.timer.lap("dedup solutions")
 
@@ -184,22 +208,28 @@ class _Curation:
         if rejected:
             reject(rejected)
 
-    def _decontaminate(self, rows: Rows, tokens: Any, reject: Callable[[Rejects], None]) -> list[int]:
+    def _hit(self, code: int) -> Hit | None:
+        h = self.hit_of[code]
+        return None if h < 0 else Hit(*json.loads(self.hits[h]))
+
+    def _decontaminate(self, rows: Rows, codes: np.ndarray, tokens: Any, reject: Callable[[Rejects], None]) -> list[int]:
         """Indices of the rows kept; a row whose problem or own solution overlaps a benchmark is rejected."""
         new: dict[int, str] = {}
-        for r in rows:
-            c = self.code(r["problem_id"])
-            if c not in self.checked and c not in new:
+        for r, c in zip(rows, codes.tolist()):
+            if not self.checked[c] and c not in new:
                 new[c] = r.get("question") or ""
+        found: list[str] = []
         for c, hit in zip(new, self.index.find(list(new.values()), whole=True)):
-            self.checked.add(c)
+            self.checked[c] = 1
             if hit is not None:
-                self.problem_hits[c] = hit
+                self.hit_of[c] = len(self.hits) + len(found)
+                found.append(_hit_text(hit))
                 self.per_bench[hit.benchmark]["problems"] += 1
+        self.hits.extend(found)
         solution_hits = self.index.find(tokens) if self.cfg.decontam.check_solutions else [None] * len(rows)
         kept, rejected = [], []
-        for i, (r, sol_hit) in enumerate(zip(rows, solution_hits)):
-            hit, side = self.problem_hits.get(self.code(r["problem_id"])), "problem"
+        for i, (r, c, sol_hit) in enumerate(zip(rows, codes.tolist(), solution_hits)):
+            hit, side = self._hit(c), "problem"
             if hit is None:
                 hit, side = sol_hit, "solution"
             if hit is None:
@@ -211,25 +241,22 @@ class _Curation:
         self._drop("decontam", rejected, reject)
         return kept
 
-    def _register(self, rows: Rows, tokens: Any) -> None:
+    def _register(self, rows: Rows, codes: np.ndarray, tokens: Any) -> None:
         """Keep the compact keys of the survivors: ids, problem codes, digests, signatures (on disk)."""
         dcfg = self.cfg.dedup
+        self.ids.extend([str(r["id"]) for r in rows])
+        self.code_of.extend(codes.tolist())
+        self.text_digest += _digests(r.get("text") for r in rows)
         new_questions: list[str] = []
-        for r in rows:
-            c = self.code(r["problem_id"])
-            self.ids.append(str(r["id"]))
-            self.code_of.append(c)
-            self.text_digest.append(_digest(r.get("text")))
-            if c not in self.problem_of_code:
-                pi = self.problem_of_code[c] = len(self.problem_pids)
-                self.problem_pids.append(str(r["problem_id"]))
-                q = r.get("question") or ""
-                d = _digest(q)
-                first = self._question_first.get(d) if dcfg.exact else None
-                self.problem_exact.append(first)
-                if first is None and dcfg.exact:
-                    self._question_first[d] = pi
-                new_questions.append(q)
+        new_pids: list[str] = []
+        for r, c in zip(rows, codes.tolist()):
+            if self.problem_index[c] < 0:
+                self.problem_index[c] = len(self.problem_code)
+                self.problem_code.append(c)
+                new_pids.append(str(r["problem_id"]))
+                new_questions.append(r.get("question") or "")
+        self.problem_pids.extend(new_pids)
+        self.question_digest += _digests(new_questions)
         if self.prob_sigs is not None and new_questions:
             self.prob_sigs.append(signatures(new_questions, dcfg.shingle, dcfg.num_perm, dcfg.seed))
         if self.sol_sigs is not None and rows:
@@ -239,53 +266,46 @@ class _Curation:
     def dedup_problems(self) -> tuple[dict[int, str], dict[str, Any]]:
         """Reasons per problem code for the problems that duplicate an earlier one, and the step's stats."""
         dcfg, pids = self.cfg.dedup, self.problem_pids
-        exact = self.problem_exact
-        why: dict[int, str] = {}
-        for i, j in enumerate(exact):
-            if j is not None:
-                why[i] = f"duplicate-problem: same question as problem {pids[j]}"
-        near: list = [None] * len(pids)
-        if self.prob_sigs is not None and pids:
-            near = near_duplicates(self.prob_sigs, dcfg.problem_threshold, skip=[j is not None for j in exact],
-                                   seed=dcfg.seed)
-            roots = cluster_roots([h and h[0] for h in near])
-            for i, hit in enumerate(near):
-                if hit is not None:
-                    why[i] = (f"near-duplicate-problem: of problem {pids[hit[0]]} (estimated Jaccard {hit[1]:.2f}"
-                              + _kept_note(pids[roots[i]], pids[hit[0]]) + ")")
-        stats = {"problems": len(pids), "exact": cluster_stats(exact), "near": cluster_stats([h and h[0] for h in near])}
-        by_code = {c: why[pi] for c, pi in self.problem_of_code.items() if pi in why}
-        return by_code, stats
+        n = len(self.problem_code)
+        exact = np.full(n, -1, np.int64)
+        if dcfg.exact and n:
+            first = first_occurrence(np.frombuffer(bytes(self.question_digest), np.uint64).reshape(-1, 2))
+            exact = np.where(first != np.arange(n), first, -1)
+        why: dict[int, str] = {int(i): f"duplicate-problem: same question as problem {pids[int(exact[i])]}"
+                               for i in np.flatnonzero(exact >= 0)}
+        near = np.full(n, -1, np.int64)
+        if self.prob_sigs is not None and n:
+            near, jaccard = near_duplicate_links(self.prob_sigs, dcfg.problem_threshold, skip=exact >= 0)
+            roots = cluster_roots(near)
+            for i in np.flatnonzero(near >= 0).tolist():
+                why[i] = (f"near-duplicate-problem: of problem {pids[int(near[i])]} (estimated Jaccard "
+                          f"{jaccard[i]:.2f}" + _kept_note(pids[int(roots[i])], pids[int(near[i])]) + ")")
+        stats = {"problems": n, "exact": cluster_stats(exact), "near": cluster_stats(near)}
+        return {self.problem_code[pi]: reason for pi, reason in why.items()}, stats
 
     def dedup_solutions(self, bad_problems: dict[int, str]) -> tuple[dict[int, str], dict[str, Any]]:
         """Reasons per survivor position for solutions repeating an earlier solution of the same problem."""
-        dcfg = self.cfg.dedup
-        codes = np.asarray(self.code_of, np.int64)
-        out_problem = np.asarray([c in bad_problems for c in self.code_of], bool)
+        dcfg, ids = self.cfg.dedup, self.ids
+        codes = np.frombuffer(self.code_of, np.int32).astype(np.int64) if len(self.code_of) else np.empty(0, np.int64)
+        out_problem = np.isin(codes, np.fromiter(bad_problems, np.int64, len(bad_problems)))
         why: dict[int, str] = {}
-        exact: list[int | None] = [None] * len(codes)
-        if dcfg.exact:
-            first: dict[tuple[int, bytes], int] = {}
-            for i in np.flatnonzero(~out_problem).tolist():
-                key = (self.code_of[i], self.text_digest[i])
-                j = first.get(key)
-                if j is None:
-                    first[key] = i
-                else:
-                    exact[i] = j
-                    why[i] = f"duplicate-solution: same text as sample {self.ids[j]}"
-        near: list = [None] * len(codes)
+        exact = np.full(len(codes), -1, np.int64)
+        if dcfg.exact and len(codes):
+            pos = np.flatnonzero(~out_problem)
+            digest = np.frombuffer(bytes(self.text_digest), np.uint64).reshape(-1, 2)[pos]
+            first = pos[first_occurrence(np.column_stack([codes[pos].astype(np.uint64), digest]))]
+            exact[pos] = np.where(first != pos, first, -1)
+            for i in np.flatnonzero(exact >= 0).tolist():
+                why[i] = f"duplicate-solution: same text as sample {ids[int(exact[i])]}"
+        near = np.full(len(codes), -1, np.int64)
         if self.sol_sigs is not None and len(codes):
-            skip = out_problem | np.asarray([j is not None for j in exact], bool)
-            near = near_duplicates(self.sol_sigs, dcfg.solution_threshold, codes, skip=skip, seed=dcfg.seed)
-            roots = cluster_roots([h and h[0] for h in near])
-            for i, hit in enumerate(near):
-                if hit is not None:
-                    why[i] = (f"near-duplicate-solution: of sample {self.ids[hit[0]]} (estimated Jaccard {hit[1]:.2f}"
-                              + _kept_note(self.ids[roots[i]], self.ids[hit[0]]) + ")")
-        kept_exact = [None if out_problem[i] else j for i, j in enumerate(exact)]
-        stats = {"solutions": int((~out_problem).sum()), "exact": cluster_stats(kept_exact),
-                 "near": cluster_stats([h and h[0] for h in near])}
+            near, jaccard = near_duplicate_links(self.sol_sigs, dcfg.solution_threshold, codes,
+                                                 skip=out_problem | (exact >= 0))
+            roots = cluster_roots(near)
+            for i in np.flatnonzero(near >= 0).tolist():
+                why[i] = (f"near-duplicate-solution: of sample {ids[int(near[i])]} (estimated Jaccard "
+                          f"{jaccard[i]:.2f}" + _kept_note(ids[int(roots[i])], ids[int(near[i])]) + ")")
+        stats = {"solutions": int((~out_problem).sum()), "exact": cluster_stats(exact), "near": cluster_stats(near)}
         return why, stats
 
     def close(self) -> None:
@@ -354,21 +374,22 @@ def _finish(state: _Curation, cfg: Any, emit: Callable[[Rows], None],
     dropped_s: Counter = Counter()
     pos = 0
     out_teachers: Counter = Counter()
-    out_problems: set[int] = set()
+    out_problems = np.zeros(len(state.problems), bool)
     kept_total = 0
 
     def out(rows: Rows) -> None:
         nonlocal kept_total
         for r in rows:
             out_teachers[str(r.get("teacher"))] += 1
-            out_problems.add(state.code(r["problem_id"]))
-        kept_total += len(rows)
         if rows:
+            out_problems[state.problems.lookup([str(r["problem_id"]) for r in rows])] = True
             emit(rows)
+        kept_total += len(rows)
 
     for rows in state.spool.batches():
         rejected: Rejects = []
         passing: Rows = []
+        passing_codes: list[int] = []
         for r in rows:
             c = state.code_of[pos]
             if c in bad_problems:
@@ -379,6 +400,7 @@ def _finish(state: _Curation, cfg: Any, emit: Callable[[Rows], None],
                 dropped_s[why_solution[pos].split(":", 1)[0]] += 1
             else:
                 passing.append(r)
+                passing_codes.append(c)
             pos += 1
         if rejected:
             reject(rejected)
@@ -386,8 +408,8 @@ def _finish(state: _Curation, cfg: Any, emit: Callable[[Rows], None],
             out(passing)
         elif parts:
             by_part: dict[int, Rows] = defaultdict(list)
-            for r in passing:
-                by_part[state.code(r["problem_id"]) % buckets].append(r)
+            for r, c in zip(passing, passing_codes):
+                by_part[c % buckets].append(r)
             for b, part in by_part.items():
                 parts[b].write(part)
         else:
@@ -412,7 +434,7 @@ def _finish(state: _Curation, cfg: Any, emit: Callable[[Rows], None],
             "yield": round(out_teachers[t] / n, 4) if n else None}
         for t, n in sorted(state.teachers_in.items())
     }
-    report["problems_out"] = len(out_problems)
+    report["problems_out"] = int(out_problems.sum())
     report["funnel"] = funnel.to_dict()
     return funnel, report
 

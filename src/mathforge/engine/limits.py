@@ -5,13 +5,20 @@ second of budget and refills continuously: the client sends at the limit, never 
 reserved before sending (prompt estimate + learned completion length) and corrected from ``usage`` afterwards.
 A 429 slows the rate a little (it recovers as requests succeed); ``remaining == 0`` in headers empties the bucket, so
 the client goes on at the steady rate without a burst.
+
+One limiter per engine by default. A process that runs engines on a cluster (a Ray worker) installs a factory with
+``use_limiter_factory`` so that every engine it builds shares one budget per API key with the whole cluster
+(``mathforge.executor.cluster_limits``); the engine only ever calls the methods of ``RateLimiter``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
+
+if TYPE_CHECKING:
+    from mathforge.engine.accounting import TeacherStats
 
 BURST_SECONDS = 0.5
 
@@ -120,6 +127,9 @@ class RateLimiter:
             if bucket is not None and _int(headers.get(f"x-ratelimit-remaining-{name}")) == 0:
                 bucket.level = min(bucket.level, 0.0)
 
+    async def close(self) -> None:
+        """The engine is done with the limiter: nothing to hand back for a local one."""
+
     def describe(self) -> str:
         parts = []
         if self.requests:
@@ -127,6 +137,22 @@ class RateLimiter:
         if self.tokens:
             parts.append(f"{self.tokens.per_minute * self.scale:,.0f} tpm")
         return ", ".join(parts) or "no rate limit"
+
+
+# (teacher name, limit key, rpm, tpm, the engine's counters) -> the limiter an engine uses
+LimiterFactory = Callable[[str, str, "float | None", "float | None", "TeacherStats"], RateLimiter]
+_factory: LimiterFactory | None = None
+
+
+def use_limiter_factory(factory: LimiterFactory | None) -> None:
+    """Make every engine built in this process take its limiter from ``factory`` (None: a local RateLimiter again)."""
+    global _factory
+    _factory = factory
+
+
+def new_limiter(name: str, key: str, rpm: float | None, tpm: float | None, stats: "TeacherStats") -> RateLimiter:
+    """The limiter for one engine: the installed factory's (a cluster-wide budget), else a local one."""
+    return _factory(name, key, rpm, tpm, stats) if _factory is not None else RateLimiter(rpm, tpm)
 
 
 def _int(value: str | None) -> int | None:

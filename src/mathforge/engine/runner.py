@@ -19,7 +19,7 @@ from mathforge.engine.accounting import Budget, Pricing, TeacherStats
 from mathforge.engine.attempts import _CURRENT, Attempt, LoopClock, ResendPolicy, response_started
 from mathforge.engine.concurrency import AdaptiveConcurrency
 from mathforge.engine.jobs import Job
-from mathforge.engine.limits import RateLimiter
+from mathforge.engine.limits import new_limiter
 from mathforge.engine.retry import FATAL_STATUS, ApiError, RetryPolicy
 from mathforge.engine.timeouts import LatencyTimeout
 from mathforge.errors import BackendError
@@ -82,10 +82,11 @@ class Engine:
     """Runs one teacher's jobs to completion (or failure, or the budget cap), reporting each request to the sink."""
 
     def __init__(self, name: str, config: EngineConfig, send: Send, sink: ResultSink, *,
-                 stats: TeacherStats | None = None, endpoint: str = ""):
+                 stats: TeacherStats | None = None, endpoint: str = "", limit_key: str = ""):
         self.name, self.config, self.send, self.sink, self.endpoint = name, config, send, sink, endpoint
         self.stats = stats or TeacherStats()
-        self.limiter = RateLimiter(config.rpm, config.tpm)
+        # limit_key names the provider budget (endpoint, model, API key) that engines on a cluster share.
+        self.limiter = new_limiter(name, limit_key or endpoint or name, config.rpm, config.tpm, self.stats)
         # With a known rate limit the limiter paces the calls; concurrency only needs to cover the latency.
         initial = None if self.limiter.active else config.initial_concurrency
         self.concurrency = AdaptiveConcurrency(config.max_concurrency, initial)
@@ -126,6 +127,7 @@ class Engine:
             await asyncio.gather(*pending, return_exceptions=True)
             self._flush()
             self.stats.finished = time.monotonic()
+            await self.limiter.close()
         if self._fatal is not None:
             raise self._fatal
         return self.stats
