@@ -25,6 +25,9 @@ def local_cluster(nodes: int = 2, cpus: tuple[int, ...] = (1, 2)) -> Iterator[An
     from ray.cluster_utils import Cluster
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Ray's memory monitor kills workers when the host (shared here with other jobs) passes 95% of its memory, which
+    # says nothing about this small cluster; the kernel's OOM killer still guards the machine.
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     # Raylets and their workers inherit this process's environment: our sources and tests/ come first on their path.
     paths = [str(ROOT / "src"), str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -100,7 +103,7 @@ def run_load(url: str, answered: Callable[[], int], *, workers: int, per_worker:
     node_ids = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
     actors = [cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_ids[i % len(node_ids)], soft=True))
               .remote(handle, key) for i in range(workers)]
-    nodes = ray.get([a.node.remote() for a in actors], timeout=120)  # every worker is up before the clock starts
+    nodes = ray.get([a.node.remote() for a in actors], timeout=600)  # every worker is up before the clock starts
     start_count = answered()
     t0 = time.monotonic()
     refs = [a.run.remote(url, per_worker, f"w{i}-", teacher) for i, a in enumerate(actors)]

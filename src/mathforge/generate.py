@@ -148,11 +148,11 @@ def run_generation(ctx: RunContext, planned: list[Planned], retry_failed: bool =
     if not todo:
         ctx.note_unanswered(failed_before, in_batches)
         return metrics | {"new_tokens_out": 0, "gen_seconds": 0.0}
-    for teacher in todo:
-        t_prep = time.perf_counter()
-        ctx.backend(teacher).prepare()  # loading local weights takes a while: say so, so a log is not silent
-        if time.perf_counter() - t_prep > 1:
-            console.log(f"teacher {teacher} ready in {time.perf_counter() - t_prep:.1f} s")
+    t_prep = time.perf_counter()
+    ctx.executor.prepare(ctx, list(todo))  # loading local weights takes a while: say so, so a log is not silent
+    if time.perf_counter() - t_prep > 1:
+        console.log(f"teacher{'s' if len(todo) > 1 else ''} {', '.join(todo)} ready in "
+                    f"{time.perf_counter() - t_prep:.1f} s")
     usage = ledger.usage()
     t0 = time.perf_counter()
     sinks: dict[str, LedgerSink] = {}
@@ -166,7 +166,7 @@ def run_generation(ctx: RunContext, planned: list[Planned], retry_failed: bool =
                                  prior_tokens_out=prior.get("tokens_out", 0))
             sinks[teacher] = sink = LedgerSink(ledger, prog, task, stats)
             try:
-                ctx.backend(teacher).generate(reqs, sink)
+                ctx.executor.generate(ctx, teacher, reqs, sink)
             except BaseException as exc:  # the other teachers finish; what was answered stays in the ledger
                 errors.append(exc)
 
@@ -291,7 +291,8 @@ class GenerateStage(Stage):
 
             writer.write_shard(i, self._windows(ctx, cfg, source, i, per_window, metrics, totals, shard),
                                info=unanswered)
-        return metrics | totals | {"shards_reused": reused}
+        lost = getattr(ctx.executor, "lost_replicas", None)  # replicas lost with their Ray worker, re-queued
+        return metrics | totals | {"shards_reused": reused} | ({} if lost is None else {"lost_replicas": lost})
 
     def _windows(self, ctx: RunContext, cfg: GenerateConfig, source: Any, shard: int, per_window: int,
                  metrics: dict[str, Any], totals: dict[str, int], info: dict[str, int]) -> Iterator[dict[str, Any]]:

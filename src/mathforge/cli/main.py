@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mathforge.errors import EXIT_ERROR, EXIT_IN_FLIGHT, IncompleteRunError, MathforgeError
@@ -45,7 +46,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _print_error(exc: MathforgeError) -> None:
     label = "[bold yellow]in flight:[/]" if getattr(exc, "exit_code", None) == EXIT_IN_FLIGHT else "[bold red]error:[/]"
-    Console(stderr=True).print(f"{label} {mask_text(str(exc))}", highlight=False)
+    # escaped: a message naming an extra (pip install 'mathforge[ray]') must not lose "[ray]" as a markup tag
+    Console(stderr=True).print(f"{label} {escape(mask_text(str(exc)))}", highlight=False)
 
 
 @app.command()
@@ -60,6 +62,10 @@ def run(
                                        "(the exit code is still 3)"),
     new_ledger: bool = typer.Option(False, "--new-ledger", help="go on although the ledger is missing or empty: "
                                     "every request it held is paid again"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="where stages run: local (this process) or ray "
+                                           "(a Ray cluster; needs mathforge[ray]); default: the recipe's"),
+    address: Optional[str] = typer.Option(None, "--address", help="the Ray cluster to join (with --executor ray; "
+                                          "default RAY_ADDRESS, else a Ray instance started here)"),
 ) -> None:
     """Run a recipe: every stage in order, resuming from the run directory's ledger and tables."""
     from mathforge.pipeline.recipe import load_recipe
@@ -67,7 +73,7 @@ def run(
     from mathforge.summary import print_summary
 
     summary = run_recipe(load_recipe(recipe), run_dir, only=only, start=start, allow_partial=allow_partial,
-                         new_ledger=new_ledger)
+                         new_ledger=new_ledger, executor=executor, address=address)
     print_summary(summary, console)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import Hashable, Iterator, Sequence
+from typing import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 from datasketch import MinHash
@@ -212,6 +212,7 @@ def near_duplicate_links(
     threshold: float,
     groups: Sequence[Hashable] | np.ndarray | None = None,
     skip: Sequence[bool] | np.ndarray | None = None,
+    find_candidates: Callable[..., dict[int, set[int]]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each signature row, the index of the most similar earlier text it nearly duplicates (-1: none, it is the
     first of its cluster) and that estimated Jaccard, as two arrays (8 + 8 bytes per text).
@@ -222,7 +223,9 @@ def near_duplicate_links(
     than MinHashLSH's dict of byte strings and sets (2-4 KB per text measured), so 900k texts fit in ~100 MB; ``sigs`` may be a
     :class:`SignatureStore` on disk. Every text enters the index, so clusters are connected components (a lightly
     edited copy of a dropped duplicate is still found); :func:`cluster_roots` names the text each cluster keeps.
-    ``skip`` marks texts left out.
+    ``skip`` marks texts left out. ``find_candidates(chunks, n, bands)`` finds the candidate pairs (default
+    :func:`candidates_in`, in this process; the Ray executor partitions the band keys by hash over workers and gets
+    the same pairs).
     """
     store = sigs if isinstance(sigs, SignatureStore) else _InMemory(np.asarray(sigs, np.uint32))
     n, num_perm = len(store), store.num_perm
@@ -234,29 +237,20 @@ def near_duplicate_links(
     if groups is not None:
         codes = np.asarray(groups) if isinstance(groups, np.ndarray) else np.unique(
             np.asarray([str(g) for g in groups], object), return_inverse=True)[1]
-    keys = np.empty((n, bands), np.uint64)
-    usable = np.ones(n, bool)
-    lo = 0
-    for chunk in store.chunks():
-        hi = lo + len(chunk)
-        keys[lo:hi] = band_keys(chunk, bands, rows, None if codes is None else codes[lo:hi])
-        usable[lo:hi] = ~(chunk == _EMPTY).all(axis=1)
-        lo = hi
-    if skip is not None:
-        usable &= ~np.asarray(skip, bool)
-    candidates: dict[int, set[int]] = {}
-    ids = np.flatnonzero(usable)
-    for b in range(bands):
-        col = keys[ids, b]
-        order = np.argsort(col, kind="stable")  # equal keys stay in text order: earlier texts first
-        sorted_keys = col[order]
-        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-        sizes = np.diff(np.append(starts, len(order)))
-        for s, m in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
-            members = ids[order[s : s + m]].tolist()
-            for k in range(1, m):
-                candidates.setdefault(members[k], set()).update(members[:k])
-    del keys
+    skip_mask = None if skip is None else np.asarray(skip, bool)
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        lo = 0
+        for chunk in store.chunks():
+            hi = lo + len(chunk)
+            usable = ~(chunk == _EMPTY).all(axis=1)
+            if skip_mask is not None:
+                usable &= ~skip_mask[lo:hi]
+            keys = band_keys(chunk, bands, rows, None if codes is None else codes[lo:hi])
+            yield np.flatnonzero(usable) + lo, keys[usable]
+            lo = hi
+
+    candidates = (find_candidates or candidates_in)(chunks, n, bands)
     for i in sorted(candidates):
         row = store.row(i)
         best: tuple[int, float] | None = None
@@ -277,11 +271,37 @@ def near_duplicates(
     groups: Sequence[Hashable] | np.ndarray | None = None,
     skip: Sequence[bool] | np.ndarray | None = None,
     seed: int = 1,
+    find_candidates: Callable[..., dict[int, set[int]]] | None = None,
 ) -> list[tuple[int, float] | None]:
     """:func:`near_duplicate_links` as a list: (earlier text, estimated Jaccard) per text, or None when it is the
     first of its cluster. ``seed`` is kept for callers; the permutations are already in the signatures."""
-    dup_of, jaccard = near_duplicate_links(sigs, threshold, groups, skip)
+    dup_of, jaccard = near_duplicate_links(sigs, threshold, groups, skip, find_candidates)
     return [None if d < 0 else (d, j) for d, j in zip(dup_of.tolist(), jaccard.tolist())]
+
+
+def candidates_in(chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], n: int,
+                  bands: int) -> dict[int, set[int]]:
+    """Text -> the earlier texts sharing one of its band keys; ``chunks()`` yields (text ids, their band keys)."""
+    parts = list(chunks())
+    ids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+    keys = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, bands), np.uint64)
+    del parts
+    candidates: dict[int, set[int]] = {}
+    for b in range(bands):
+        add_pairs(candidates, keys[:, b], ids)
+    return candidates
+
+
+def add_pairs(candidates: dict[int, set[int]], keys: np.ndarray, ids: np.ndarray) -> None:
+    """Texts with equal ``keys`` (one band) become candidates of each other, a later text pointing at earlier ones."""
+    order = np.lexsort((ids, keys))  # equal keys in text order: earlier texts first
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+    sizes = np.diff(np.append(starts, len(order)))
+    for s, m in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+        members = ids[order[s : s + m]].tolist()
+        for k in range(1, m):
+            candidates.setdefault(members[k], set()).update(members[:k])
 
 
 def cluster_roots(duplicate_of: Sequence[int | None]) -> list[int]:

@@ -129,8 +129,10 @@ class _Curation:
     (~24 B plus the id). Reasons and hits are kept only for the records they drop.
     """
 
-    def __init__(self, cfg: Any, index: BenchmarkIndex | None, work: Path):
+    def __init__(self, cfg: Any, index: BenchmarkIndex | None, work: Path,
+                 find_candidates: Callable[..., dict[int, set[int]]] | None = None):
         self.cfg, self.index, self.work = cfg, index, work
+        self.find_candidates = find_candidates  # the executor's LSH candidate search (None: in this process)
         self.filters = build_filters(cfg.filters)
         self.timer = _Timer()
         self.dropped: dict[str, Counter] = defaultdict(Counter)
@@ -275,7 +277,8 @@ class _Curation:
                                for i in np.flatnonzero(exact >= 0)}
         near = np.full(n, -1, np.int64)
         if self.prob_sigs is not None and n:
-            near, jaccard = near_duplicate_links(self.prob_sigs, dcfg.problem_threshold, skip=exact >= 0)
+            near, jaccard = near_duplicate_links(self.prob_sigs, dcfg.problem_threshold, skip=exact >= 0,
+                                                 find_candidates=self.find_candidates)
             roots = cluster_roots(near)
             for i in np.flatnonzero(near >= 0).tolist():
                 why[i] = (f"near-duplicate-problem: of problem {pids[int(near[i])]} (estimated Jaccard "
@@ -300,7 +303,8 @@ class _Curation:
         near = np.full(len(codes), -1, np.int64)
         if self.sol_sigs is not None and len(codes):
             near, jaccard = near_duplicate_links(self.sol_sigs, dcfg.solution_threshold, codes,
-                                                 skip=out_problem | (exact >= 0))
+                                                 skip=out_problem | (exact >= 0),
+                                                 find_candidates=self.find_candidates)
             roots = cluster_roots(near)
             for i in np.flatnonzero(near >= 0).tolist():
                 why[i] = (f"near-duplicate-solution: of sample {ids[int(near[i])]} (estimated Jaccard "
@@ -326,11 +330,13 @@ def curate_stream(
     emit: Callable[[Rows], None],
     reject: Callable[[Rejects], None],
     work_dir: str | Path | None = None,
+    find_candidates: Callable[..., dict[int, set[int]]] | None = None,
 ) -> tuple[Funnel, dict[str, Any]]:
     """Curate record batches from named sources (this run's first); kept records go to ``emit`` and dropped ones,
-    with their reasons, to ``reject``, batch by batch. Returns the funnel and the report."""
+    with their reasons, to ``reject``, batch by batch. Returns the funnel and the report. ``find_candidates``:
+    the executor's near-duplicate candidate search (see ``curate.dedup.near_duplicate_links``)."""
     work = Path(tempfile.mkdtemp(prefix=".curate-", suffix=".tmp", dir=work_dir))  # a kill's leftover is cleaned
-    state = _Curation(cfg, index, work)
+    state = _Curation(cfg, index, work, find_candidates)
     state.source_names = [name for name, _ in sources]
     try:
         for s, (name, batches) in enumerate(sources):

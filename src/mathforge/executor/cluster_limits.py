@@ -30,7 +30,9 @@ tightened) from ``x-ratelimit-*`` headers, and the learned completion length use
 A worker leases requests and tokens in small batches (about ``LEASE_SECONDS`` of the cluster's rate, at most
 ``MAX_LEASE`` requests) so that a round trip to the actor serves several requests. A lease is a reservation: the
 actor takes it from the bucket at once, the bucket may go negative, and the lease says how long to wait before using
-it, so workers queue for the budget in the order they asked without polling. Everything the engine reports between
+it, so workers queue for the budget in the order they asked without polling; a worker asks for its next lease while
+it uses the current one, so it never waits for the round trip itself (under CPU load a round trip can take longer
+than a lease lasts). Everything the engine reports between
 leases (token refunds from ``usage``, completion lengths, 429s, the limits seen in headers, the engine's counters) is
 folded into one report sent with the next lease, or at least every ``SYNC_SECONDS`` while no limit is known (then
 ``acquire`` costs no round trip at all). Leased requests unused after ``LEASE_TTL`` seconds, or when the engine
@@ -44,6 +46,7 @@ limits and headers, and the counters fill again from the next reports of the wor
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -237,10 +240,10 @@ class ClusterLimiter:
         self._state: dict[str, Any] = {"active": bool(rpm or tpm), "scale": 1.0, "completion_tokens": None,
                                        "rpm": rpm, "tpm": tpm}
         self._known = False  # the actor has seen this limiter (its config is registered)
-        self._requests = 0  # leased and not yet used
-        self._tokens = 0
-        self._usable_at = 0.0  # monotonic time from which the lease may be used
-        self._leased_at = 0.0
+        # Leases not used up yet, oldest first: [usable from (monotonic), requests, tokens].
+        self._grants: collections.deque[list[float]] = collections.deque()
+        self._prefetch: asyncio.Task | None = None  # the next lease, asked for while this one is being used
+        self._debt = 0.0  # tokens used without a lease (the TPM was learned after the request was covered)
         self._last_sync = 0.0
         self._learned = False  # a limit header was seen here since the last report
         self._lock: asyncio.Lock | None = None
@@ -271,20 +274,31 @@ class ClusterLimiter:
                     await self._lease(0, 0)
                 if not self.active:
                     return
-            if time.monotonic() - self._leased_at > LEASE_TTL:
-                self._return_unused()
+            self._expire()
             counts_tokens = bool(self._state["tpm"])
-            if self._requests < 1 or (counts_tokens and self._tokens < tokens):
-                batch = self._batch(tokens)
-                want_r = batch if self._requests < 1 else 0
-                want_t = tokens * batch - self._tokens if counts_tokens and self._tokens < tokens else 0
-                await self._lease(want_r, want_t)
-            delay = self._usable_at - time.monotonic()
+            need = tokens + self._debt if counts_tokens else 0
+            batch = self._batch(tokens)
+            leases = 0
+            while (take := self._covering(need)) is None:
+                if leases == 3:  # each lease covers the request; only a TPM learned meanwhile asks for another
+                    raise BackendError(f"teacher {self.name}: the cluster rate limiter's leases do not cover a request")
+                leases += 1
+                if self._prefetch is not None:
+                    task, self._prefetch = self._prefetch, None
+                    await task
+                    continue
+                have_r, have_t = self._held()
+                want_t = max(0, int(need - have_t) + tokens * (batch - 1)) if counts_tokens and have_t < need else 0
+                await self._lease(batch if have_r < 1 else 0, want_t)
+            delay = take - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self._requests -= 1
-            if self._state["tpm"]:  # a TPM learned by this lease: the deficit is leased with the next one
-                self._tokens -= tokens
+            self._consume(tokens if self._state["tpm"] else 0)
+            # Ask for the next lease while this one is used, so that the actor's round trip is never waited for.
+            if self._prefetch is None and self._held()[0] <= batch // 2:
+                want_t = tokens * batch if self._state["tpm"] else 0
+                self._prefetch = asyncio.ensure_future(self._lease(batch, want_t))
+                self._prefetch.add_done_callback(self._prefetched)
 
     def settle(self, reserved: int, used: int, completion_per_sample: float | None = None) -> None:
         """Queue the token correction and the completion length for the next report."""
@@ -320,6 +334,8 @@ class ClusterLimiter:
 
     async def close(self) -> None:
         """Hand unused leases back and send the last report (the final counters of this engine)."""
+        if self._prefetch is not None:
+            await asyncio.gather(self._prefetch, return_exceptions=True)  # its lease goes back below
         self._return_unused()
         try:
             await self._lease(0, 0, retry=False)
@@ -338,12 +354,53 @@ class ClusterLimiter:
             return 1
         return max(1, min(MAX_LEASE, int(per_second * s["scale"] * LEASE_SECONDS)))
 
+    def _held(self) -> tuple[float, float]:
+        return sum(g[1] for g in self._grants), sum(g[2] for g in self._grants)
+
+    def _covering(self, tokens: int) -> float | None:
+        """When one request of ``tokens`` may go, from the leases held (None: they do not cover it)."""
+        requests, have, usable = 0.0, 0.0, 0.0
+        for at, r, t in self._grants:
+            requests, have, usable = requests + r, have + t, max(usable, at)
+            if requests >= 1 and have >= tokens:
+                return usable
+        return None
+
+    def _consume(self, tokens: int) -> None:
+        """Take one request and ``tokens`` (plus any debt) from the oldest leases; what they lack stays owed.
+
+        Tokens are owed when a lease taught this worker the TPM after its request had been covered without tokens.
+        """
+        need_r, need_t = 1.0, tokens + self._debt if tokens else 0.0
+        for g in self._grants:
+            take_r, take_t = min(need_r, g[1]), min(need_t, g[2])
+            g[1], g[2], need_r, need_t = g[1] - take_r, g[2] - take_t, need_r - take_r, need_t - take_t
+        self._debt = need_t
+        while self._grants and self._grants[0][1] <= 0 and self._grants[0][2] <= 0:
+            self._grants.popleft()
+
+    def _prefetched(self, task: asyncio.Task) -> None:
+        if self._prefetch is task:
+            self._prefetch = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("cluster limiter: a lease of %s failed: %s", self.name, task.exception())
+
+    def _expire(self) -> None:
+        """Leases unused ``LEASE_TTL`` after they became usable go back (a late burst would pass the limit)."""
+        now = time.monotonic()
+        while self._grants and self._grants[0][0] + LEASE_TTL < now:
+            self._give_back(self._grants.popleft())
+
     def _return_unused(self) -> None:
-        if self._requests > 0:
-            self._report["unused_requests"] = self._report.get("unused_requests", 0) + self._requests
-        if self._tokens > 0:
-            self._report["unused_tokens"] = self._report.get("unused_tokens", 0) + self._tokens
-        self._requests = self._tokens = 0
+        while self._grants:
+            self._give_back(self._grants.popleft())
+
+    def _give_back(self, grant: list[float]) -> None:
+        r = self._report
+        if grant[1] > 0:
+            r["unused_requests"] = r.get("unused_requests", 0) + grant[1]
+        if grant[2] > 0:
+            r["unused_tokens"] = r.get("unused_tokens", 0) + grant[2]
 
     async def _lease(self, requests: int, tokens: int, retry: bool = True) -> None:
         report, self._report = self._report, self._empty_report()
@@ -361,15 +418,12 @@ class ClusterLimiter:
                 report["known"] = False  # a restarted actor has forgotten this worker's config
                 await asyncio.sleep(0.5)
         self._known = True
-        self._learned = False
+        self._learned = self._learned and not answer["active"]
         self._last_sync = time.monotonic()
         self._state = {k: answer[k] for k in ("active", "scale", "completion_tokens", "rpm", "tpm")}
         if requests or tokens:
-            self._requests += requests
-            self._tokens += tokens
             # The wait counts from when the actor answered; measured from the send it is only ever later.
-            self._usable_at = max(self._usable_at, sent + answer["wait"])
-            self._leased_at = self._usable_at
+            self._grants.append([sent + answer["wait"], float(requests), float(tokens)])
 
 
 def _actor_class() -> Any:

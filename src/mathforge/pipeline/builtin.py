@@ -10,7 +10,7 @@ from mathforge.datasets import get_loader
 from mathforge.datasets.stage import LoadConfig, iter_load_stage
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
-from mathforge.store.shards import fingerprint, map_shards, shards_of
+from mathforge.store.shards import fingerprint, shards_of
 from mathforge.verify.stage import VerifyConfig, run_verify_stage
 
 
@@ -53,13 +53,8 @@ class VerifyStage(Stage):
             methods["\0correct"] += sum(c is True for c in correct)
             methods["\0wrong"] += sum(c is False for c in correct)
 
-        def verify(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            if choices:  # multiple-choice options live on the problem; the verifier needs them per sample
-                rows = [r if r.get("choices") or r["problem_id"] not in choices
-                        else {**r, "choices": choices[r["problem_id"]]} for r in rows]
-            out = run_verify_stage(rows, cfg)
-            tally([r.get("correct") for r in out], [r.get("method") for r in out])
-            return out
+        def count(table: Any) -> None:  # on the driver, from what was written
+            tally(table.column("correct").to_pylist(), table.column("method").to_pylist())
 
         # Shard i of the input becomes shard i of the output; a killed verify resumes at its first unfinished shard.
         stamp = fingerprint(cfg.model_dump(mode="json"), str(source.path), source.identity())
@@ -67,7 +62,8 @@ class VerifyStage(Stage):
         for i in writer.finished():  # kept from an earlier attempt: counted from what they hold
             for batch in writer.staged_batches(i, ["correct", "method"]):
                 tally(batch.column("correct").to_pylist(), batch.column("method").to_pylist())
-        shards = map_shards(source, writer, verify)
+        # The function is pure (it may run on another machine under the Ray executor); the driver counts.
+        shards = ctx.executor.map_shards(source, writer, _Verifier(cfg, choices), after=count)
         correct, wrong = methods.pop("\0correct", 0), methods.pop("\0wrong", 0)
         total = sum(methods.values())
         return {
@@ -78,6 +74,19 @@ class VerifyStage(Stage):
             "methods": dict(methods),
             **shards,
         }
+
+
+class _Verifier:
+    """Verify a batch of sample rows (a picklable callable: the Ray executor ships it to workers once)."""
+
+    def __init__(self, cfg: VerifyConfig, choices: dict[str, str]):
+        self.cfg, self.choices = cfg, choices
+
+    def __call__(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.choices:  # multiple-choice options live on the problem; the verifier needs them per sample
+            rows = [r if r.get("choices") or r["problem_id"] not in self.choices
+                    else {**r, "choices": self.choices[r["problem_id"]]} for r in rows]
+        return run_verify_stage(rows, self.cfg)
 
 
 def _problem_choices(ctx: RunContext) -> dict[str, str]:

@@ -69,6 +69,10 @@ class RunContext:
         self._ledger: Ledger | None = None
         self._backends: dict[str, Backend] = {}
         self.scope: StageScope | None = None
+        # Where stage work runs (``mathforge.executor``): this process unless the recipe says ``executor: ray``.
+        from mathforge.executor import LocalExecutor
+
+        self.executor: Any = LocalExecutor()
 
     def __enter__(self) -> "RunContext":
         return self
@@ -142,6 +146,7 @@ class RunContext:
             raise
         finally:
             self.scope = None
+            self.executor.end_stage()  # model replicas live for one stage: the next one gets their CPUs/GPUs
         incomplete = None
         if scope.failed or scope.unsent:
             incomplete = {"failed": scope.failed, "unsent": scope.unsent}
@@ -359,10 +364,13 @@ class RunContext:
             if adapter and not Path(adapter).is_absolute() and self.path(adapter).exists():
                 # A teacher's relative adapter (``train/adapter``) is the one a stage of this run trained.
                 config = config.model_copy(update={"adapter": str(self.path(adapter))})
+            # where the model runs decides its identity (a CPU replica's fp16 linear layers): the executor knows
+            config = self.executor.teacher_config(config)
             self._backends[teacher] = make_backend(teacher, config)
         return self._backends[teacher]
 
     def close(self) -> None:
+        self.executor.close()
         for b in self._backends.values():
             b.close()
         self._backends.clear()

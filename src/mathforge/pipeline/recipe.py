@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,6 +26,9 @@ class RecipeHeader(StrictModel):
     seed: int = Field(0, description="base seed for sampling and splits")
     allow_partial: bool = Field(False, description="let later stages run on data that lacks answers to failed "
                                                    "requests (the run still exits with code 3)")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="where stages run: 'local' (this process) or 'ray' (a Ray cluster: RAY_ADDRESS or "
+        "`mathforge run --address`, else a Ray instance started on this machine; needs mathforge[ray])")
     teachers: dict[str, Any] = Field(default_factory=dict, description="named model backends used by stages")
     stages: list[Any] = Field(description="ordered stages, each {stage_name: {config}}")
 
@@ -41,6 +44,7 @@ class Recipe:
     source: str = "<recipe>"
     secrets: Secrets = field(default_factory=Secrets)
     allow_partial: bool = False
+    executor: str = "local"
 
     def effective(self) -> dict[str, Any]:
         """The config with defaults filled in and secrets masked: what is written to the run directory."""
@@ -50,6 +54,7 @@ class Recipe:
             "run_dir": self.run_dir,
             "seed": self.seed,
             "allow_partial": self.allow_partial,
+            **({"executor": self.executor} if self.executor != "local" else {}),
             "teachers": {k: v.model_dump(mode="json") for k, v in self.teachers.items()},
             "stages": [{name: cfg.model_dump(mode="json")} for name, _, cfg in self.stages],
         }
@@ -95,7 +100,7 @@ def _parse(data: Any, where: str, secrets: Secrets) -> Recipe:
         stage_id = name if seen[name] == 1 else f"{name}-{seen[name]}"
         stages.append((name, stage_id, validate(cls.Config, cfg_data, f"{where}: stages[{i}].{name}")))
     return Recipe(header.name, header.description, header.run_dir, header.seed, teachers, stages, where, secrets,
-                  header.allow_partial)
+                  header.allow_partial, header.executor)
 
 
 def load_recipe(spec: str) -> Recipe:

@@ -40,12 +40,18 @@ def select_stages(recipe: "Recipe", only: list[str] | None = None, start: str | 
 
 
 def open_recipe_run(recipe: "Recipe", run_dir: str | Path | None = None, *, allow_partial: bool = False,
-                    new_ledger: bool = False, write_recipe: bool = True) -> RunContext:
-    """The run directory of a recipe, locked, with the recipe written and its stage order recorded."""
+                    new_ledger: bool = False, write_recipe: bool = True, executor: str | None = None,
+                    address: str | None = None) -> RunContext:
+    """The run directory of a recipe, locked, with the recipe written and its stage order recorded.
+
+    ``executor`` ("local" or "ray") overrides the recipe's; ``address`` is the Ray cluster to join."""
+    from mathforge.executor import make_executor
+
     run_dir = Path(run_dir or recipe.run_dir or Path("runs") / recipe.name)
     ctx = RunContext(run_dir, teachers=recipe.teachers, seed=recipe.seed,
                      allow_partial=allow_partial or recipe.allow_partial, new_ledger=new_ledger)
     try:
+        ctx.executor = make_executor(executor or recipe.executor, address)
         if write_recipe:
             tmp = run_dir / ".recipe.yaml.mf-tmp"
             tmp.write_text(dump_yaml(recipe.effective()), encoding="utf-8")
@@ -60,11 +66,14 @@ def open_recipe_run(recipe: "Recipe", run_dir: str | Path | None = None, *, allo
 
 
 def run_recipe(recipe: "Recipe", run_dir: str | Path | None = None, *, only: list[str] | None = None,
-               start: str | None = None, allow_partial: bool = False, new_ledger: bool = False) -> dict[str, Any]:
+               start: str | None = None, allow_partial: bool = False, new_ledger: bool = False,
+               executor: str | None = None, address: str | None = None) -> dict[str, Any]:
     """Run the recipe's stages (all, ``only`` some, or from ``start`` on); returns the summary (summary.json).
 
-    Raises ``IncompleteRunError`` (exit code 3) after writing the summary when requests failed for good."""
-    ctx = open_recipe_run(recipe, run_dir, allow_partial=allow_partial, new_ledger=new_ledger)
+    ``executor``/``address`` override where the stages run (see ``mathforge.executor``). Raises
+    ``IncompleteRunError`` (exit code 3) after writing the summary when requests failed for good."""
+    ctx = open_recipe_run(recipe, run_dir, allow_partial=allow_partial, new_ledger=new_ledger, executor=executor,
+                          address=address)
     try:
         return execute(ctx, recipe, select_stages(recipe, only, start))
     finally:
@@ -124,7 +133,8 @@ def check_complete(ctx: RunContext, stage_id: str, metrics: dict[str, Any]) -> N
         raise incomplete_error(ctx, [(stage_id, failed, unsent)], [], {})
 
 
-def retry_run(run_dir: str | Path, *, allow_partial: bool = False, mode: str | None = None) -> dict[str, Any]:
+def retry_run(run_dir: str | Path, *, allow_partial: bool = False, mode: str | None = None,
+              executor: str | None = None, address: str | None = None) -> dict[str, Any]:
     """Re-send the failed requests of a run, then rerun exactly the stages downstream of the retried ones.
 
     The retried stages are those recorded as short of answers (else the recipe's generate stages). Their failed
@@ -143,7 +153,8 @@ def retry_run(run_dir: str | Path, *, allow_partial: bool = False, mode: str | N
                 if mode not in getattr(allowed, "__args__", (mode,)):
                     raise ConfigError(f"teacher {name}: backend {cfg.backend} has no mode '{mode}'")
                 recipe.teachers[name] = cfg.model_copy(update={"mode": mode})
-    ctx = open_recipe_run(recipe, run_dir, allow_partial=allow_partial, write_recipe=False)  # --mode: this retry only
+    ctx = open_recipe_run(recipe, run_dir, allow_partial=allow_partial, write_recipe=False,  # --mode: this retry only
+                          executor=executor, address=address)
     try:
         ids = [sid for _, sid, _ in recipe.stages]
         targets = [sid for sid in ids if (ctx.state.stages.get(sid) or {}).get("incomplete", {}).get("failed")]

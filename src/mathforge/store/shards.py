@@ -346,18 +346,29 @@ def shards_of(reader: Any) -> ShardReader:
 
 
 def map_shards(reader: ShardReader, writer: ShardWriter,
-               fn: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], batch_size: int = ROW_GROUP) -> dict[str, int]:
+               fn: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], batch_size: int = ROW_GROUP,
+               after: Callable[[pa.Table], None] | None = None) -> dict[str, int]:
     """Input shard i -> output shard i, ``fn`` applied a batch of rows at a time; shards already done are skipped
-    (a killed stage resumes at its first unfinished shard). Returns counts of shards done now and reused."""
+    (a killed stage resumes at its first unfinished shard). ``after`` sees each output batch as it is written.
+    Returns counts of shards done now and reused."""
     reused = done = 0
     for i in range(len(reader)):
         if writer.done(i):
             reused += 1
             continue
-        writer.write_shard(i, (_to_table(fn(b.to_pylist()), writer.schema)
-                               for b in reader.shard_batches(i, batch_size)))
+        writer.write_shard(i, map_batches(reader.shard_batches(i, batch_size), fn, writer.schema, after))
         done += 1
     return {"shards": done, "shards_reused": reused}
+
+
+def map_batches(batches: Iterable[pa.RecordBatch], fn: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+                schema: pa.Schema | None, after: Callable[[pa.Table], None] | None = None) -> Iterator[pa.Table]:
+    """``fn`` over record batches as row dicts, each result as a table of ``schema`` (shown to ``after``)."""
+    for b in batches:
+        table = _to_table(fn(b.to_pylist()), schema)
+        if after is not None:
+            after(table)
+        yield table
 
 
 def _to_table(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Table:

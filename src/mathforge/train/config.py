@@ -67,6 +67,9 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
     threads: int | None = Field(None, ge=1, description="CPU training: torch threads (default: all cores; 1 is "
                                 "faster on a machine shared with other jobs)")
+    num_processes: int = Field(
+        1, ge=1, description="data-parallel training processes, one per GPU (on CPU: gloo processes); above 1 the "
+        "run launches itself with accelerate launch (torchrun); effective batch = batch_size x grad_accum x this")
     gradient_checkpointing: bool = Field(True, description="recompute activations to save memory (slower)")
     attn_implementation: str | None = Field(None, description="e.g. sdpa, flash_attention_2; null keeps the model's")
     seed: int | None = Field(None, description="training seed; null = the recipe seed (0 outside a recipe)")

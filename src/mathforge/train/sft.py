@@ -26,6 +26,7 @@ from mathforge.errors import ConfigError, require
 from mathforge.masking import mask_config
 from mathforge.train.config import TrainConfig
 from mathforge.train.data import fingerprint, load_splits, to_prompt_completion
+from mathforge.train.launch import RowsSeen, launch, launched
 from mathforge.train.logs import LOG_FILE, LogHistoryWriter, write_json
 from mathforge.train.model import cpu_threads, lora_config, load_student, resolve_device, resolve_precision
 
@@ -57,23 +58,34 @@ def train(cfg: TrainConfig, *, seed: int = 0, callbacks: list[Any] | None = None
     if not cfg.data or not cfg.output_dir:
         raise ConfigError("train: both data and output_dir are needed")
     device = resolve_device(cfg)  # refuses QLoRA without CUDA before any loading
+    if cfg.num_processes > 1 and not launched():
+        if callbacks:
+            raise ConfigError("train: callbacks cannot be passed on to num_processes > 1 training processes")
+        splits, fp = _data(cfg)
+        done = _finished(Path(cfg.output_dir), fp) if cfg.resume else None
+        return {**done, "cached": True} if done is not None else launch(cfg, device, seed)
     with cpu_threads(cfg.threads if device == "cpu" else None):
         return _train(cfg, device, seed, callbacks or [])
+
+
+def _data(cfg: TrainConfig) -> tuple[dict[str, Any], str]:
+    """The training splits and the run's fingerprint (config + data)."""
+    splits = load_splits(cfg.data, cfg.limit)
+    return splits, run_fingerprint(cfg, fingerprint(splits))
 
 
 def _train(cfg: TrainConfig, device: str, seed: int, callbacks: list[Any]) -> dict[str, Any]:
     """The body of ``train``: data, resume point, model, trainer, the final artefacts."""
     precision = resolve_precision(cfg, device)
     out = Path(cfg.output_dir)
-    splits = load_splits(cfg.data, cfg.limit)
-    fp = run_fingerprint(cfg, fingerprint(splits))
+    splits, fp = _data(cfg)
     done = _finished(out, fp) if cfg.resume else None
     if done is not None:
         return {**done, "cached": True}
 
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=device == "cpu")  # on CPU under a launcher: gloo processes, not one lone process
     out.mkdir(parents=True, exist_ok=True)
     resume = _resume_point(cfg, out, fp, state.is_main_process)
     state.wait_for_everyone()
@@ -86,10 +98,14 @@ def _train(cfg: TrainConfig, device: str, seed: int, callbacks: list[Any]) -> di
         write_json(out / "config.json", {"config": mask_config(cfg.model_dump(mode="json")), "resolved": resolved})
 
     trainer = _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed, callbacks)
+    seen = RowsSeen(trainer.data_collator, state.process_index)
+    trainer.data_collator = seen
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
     metrics = _final_metrics(trainer, result, seconds, device) | resolved
+    metrics["processes"] = state.num_processes
+    metrics["ranks"] = seen.gather(state.num_processes)
     final_dir = out / ("model" if cfg.method == "full" else "adapter")
     trainer.save_model(str(final_dir))
     if state.is_main_process:

@@ -1,0 +1,356 @@
+"""The Ray executor: the same recipe with its shard maps, model replicas and dedup partitions on a Ray cluster.
+
+The driver (the ``mathforge run`` process) stays the only writer of the run directory: it reads each input shard and
+hands it to a task, writes the shard that comes back, and commits every answer a replica streams back to the ledger
+itself. Workers therefore need no access to the run directory (local disks or a shared filesystem work alike), a lost
+worker costs only its uncommitted work (re-run elsewhere: shard maps are pure, requests re-queued), and a killed
+driver resumes from the ledger and the finished shards like a local run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from mathforge.errors import BackendError, ConfigError
+from mathforge.executor.replicas import MODEL_BACKENDS, Replica
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from mathforge.backends.base import GenRequest, ResultSink
+    from mathforge.pipeline.context import RunContext
+    from mathforge.store.shards import ShardReader, ShardWriter
+
+MAX_LOSSES = 3  # a chunk whose replica died this often is failed (recorded; `mathforge retry` re-sends it)
+READY_TIMEOUT = 600.0  # seconds for a replacement replica to load its model
+
+
+def import_ray() -> Any:
+    """``ray``, or a clear error naming the extra that installs it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never report usage from a data pipeline
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor: ray needs Ray, which is not installed: pip install 'mathforge[ray]'") from None
+    return ray
+
+
+@dataclass
+class Pool:
+    """The replicas of one teacher for one stage, and what the driver knows about them."""
+
+    teacher: str
+    actors: list[Any]
+    chunk: int
+    spec: dict[str, Any] = field(default_factory=dict)  # how to start a replacement replica
+    lost: int = 0
+
+
+class RayExecutor:
+    """Stage work on a Ray cluster; the driver keeps every write to the run directory."""
+
+    kind = "ray"
+
+    def __init__(self, address: str | None = None):
+        self.ray = ray = import_ray()
+        self.owned = not ray.is_initialized()
+        if self.owned:
+            address = address or os.environ.get("RAY_ADDRESS")
+            kwargs: dict[str, Any] = {"log_to_driver": False, "namespace": "mathforge"}
+            if address:
+                kwargs["address"] = address
+            else:  # a Ray instance on this machine only, bound to loopback, no dashboard
+                kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise ConfigError(f"executor: ray: cannot join the Ray cluster at {address}: {exc}") from None
+        self._remote: dict[str, Any] = {}
+        self._pools: dict[str, Pool] = {}
+        self._limiter: Any = None
+        self.lost_replicas = 0  # replicas that died while answering (for tests and the summary)
+
+    # -- cluster facts ---------------------------------------------------------------------------------------------
+    def resources(self) -> dict[str, float]:
+        return self.ray.cluster_resources()
+
+    def nodes(self) -> int:
+        return max(1, sum(1 for n in self.ray.nodes() if n.get("Alive")))
+
+    def cpus(self) -> int:
+        return max(1, int(self.resources().get("CPU", 1)))
+
+    def gpus(self) -> int:
+        return int(self.resources().get("GPU", 0))
+
+    def _fn(self, name: str) -> Any:
+        """A remote function or actor class, defined once per executor (Ray must be initialised first)."""
+        if name not in self._remote:
+            ray = self.ray
+            if name == "map":
+                self._remote[name] = ray.remote(_map_shard)
+            elif name == "candidates":
+                self._remote[name] = ray.remote(_partition_candidates)
+            else:
+                self._remote[name] = ray.remote(max_restarts=0, max_task_retries=0)(_ReplicaActor)
+        return self._remote[name]
+
+    # -- map-like stages ---------------------------------------------------------------------------------------------
+    def map_shards(self, reader: "ShardReader", writer: "ShardWriter", fn: Callable[[list[dict]], list[dict]],
+                   after: Callable[["pa.Table"], None] | None = None) -> dict[str, int]:
+        """Input shard i -> output shard i as Ray tasks, at most two per CPU in flight; the driver reads each input
+        shard and writes each result (workers need no access to the run directory). A task lost with its worker is
+        re-run by Ray (the function is pure); a killed stage resumes at its unfinished shards."""
+        import pyarrow as pa
+
+        ray = self.ray
+        todo = [i for i in range(len(reader)) if not writer.done(i)]
+        reused = len(reader) - len(todo)
+        fn_ref = ray.put(fn)
+        pending: dict[Any, int] = {}
+        queue = deque(todo)
+
+        def submit() -> None:
+            i = queue.popleft()
+            table = pa.Table.from_batches(list(reader.shard_batches(i)), reader.schema)
+            pending[self._fn("map").remote(fn_ref, table, writer.schema)] = i
+
+        while queue and len(pending) < 2 * self.cpus():
+            submit()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ready[0])
+            out = ray.get(ready[0])
+            if after is not None:
+                after(out)
+            writer.write_shard(i, out)
+            if queue:
+                submit()
+        return {"shards": len(todo), "shards_reused": reused}
+
+    # -- global dedup ------------------------------------------------------------------------------------------------
+    def band_candidates(self, chunks: Callable[[], Iterator[tuple[Any, Any]]], n: int,
+                        bands: int) -> dict[int, set[int]]:
+        """LSH candidates with the band keys partitioned by hash over workers: a worker holds 1/P of the keys
+        (P = 2 per CPU, at least 2), and the union of the partitions' pairs is exactly the local search's."""
+        import numpy as np
+
+        ray = self.ray
+        parts = max(2, 2 * self.cpus())
+        refs: list[list[Any]] = [[] for _ in range(parts)]
+        for ids, keys in chunks():
+            if not len(ids):
+                continue
+            band = np.repeat(np.arange(bands, dtype=np.int16)[None, :], len(ids), axis=0).ravel()
+            flat_ids = np.repeat(ids.astype(np.int64), bands)
+            flat_keys = keys.ravel()
+            where = (flat_keys % np.uint64(parts)).astype(np.int64)
+            for p in range(parts):
+                m = where == p
+                if m.any():
+                    refs[p].append(ray.put((band[m], flat_ids[m], flat_keys[m])))
+        out: dict[int, set[int]] = {}
+        tasks = [self._fn("candidates").remote(*r) for r in refs if r]
+        for found in ray.get(tasks):
+            for i, js in found.items():
+                out.setdefault(i, set()).update(js)
+        return out
+
+    # -- generation --------------------------------------------------------------------------------------------------
+    def teacher_config(self, config: Any) -> Any:
+        """``device: auto`` of a model teacher decided for the replicas, not for the driver: a driver without a GPU
+        would otherwise plan CPU keys (fp16-quantised linear layers) for replicas that run on GPUs."""
+        if config.backend == "local" and getattr(config, "device", None) == "auto":
+            return config.model_copy(update={"device": "cuda" if self.gpus() else "cpu"})
+        return config
+
+    def prepare(self, ctx: "RunContext", teachers: list[str]) -> None:
+        """Start the replicas of the teachers that answer next (together: students evaluated at once share the
+        GPUs) and wait until each has loaded its model; pools of other teachers are released first."""
+        for other in [t for t in self._pools if t not in teachers]:
+            for a in self._pools.pop(other).actors:
+                self.ray.kill(a)
+        models = sum(1 for t in teachers if ctx.backend(t).config.backend in MODEL_BACKENDS)
+        for teacher in teachers:
+            self._pool(ctx, teacher, share=max(1, models))
+
+    def _pool(self, ctx: "RunContext", teacher: str, share: int = 1) -> Pool:
+        """The teacher's replicas, started once per stage; ``share``: model teachers splitting the GPUs (or the
+        nodes, on CPU) between them, each getting at least one replica."""
+        if teacher in self._pools:
+            return self._pools[teacher]
+        config = ctx.backend(teacher).config  # as the driver resolved it (a run's own adapter path)
+        model = config.backend in MODEL_BACKENDS
+        env = {v: os.environ[v] for k, v in config.model_dump().items()
+               if k.endswith("_env") and isinstance(v, str) and v in os.environ}
+        limiter = None if model else self._cluster_limiter()
+        if model and self.gpus():
+            replicas, options = max(1, self.gpus() // share), {"num_gpus": 1, "num_cpus": 1}
+        elif model:
+            replicas, options = max(1, self.nodes() // share), {"num_cpus": 1}
+        else:  # API teachers wait on the network: one light worker per node, under one cluster-wide limit
+            replicas, options = self.nodes(), {"num_cpus": 0}
+        spec = {"options": {**options, "scheduling_strategy": "SPREAD"}, "args": (teacher, config, env, limiter)}
+        started = [self._fn("replica").options(**spec["options"]).remote(*spec["args"]) for _ in range(replicas)]
+        ready = {a: a.ready.remote() for a in started}
+        actors, error = [], None
+        for a, ref in ready.items():  # a replica that cannot start (no memory on its node) leaves the others working
+            try:
+                self.ray.get(ref, timeout=READY_TIMEOUT)
+                actors.append(a)
+            except Exception as exc:
+                error = exc
+                self.ray.kill(a)
+        if not actors:
+            raise BackendError(f"teacher {teacher}: no Ray replica could start: {error}")
+        if model:
+            chunk = getattr(config, "batch_size", None) or 16  # one batch in flight per replica
+        else:
+            chunk = max(32, 4 * int(getattr(config, "max_concurrency", 8) or 8))
+        pool = self._pools[teacher] = Pool(teacher, actors, chunk, spec)
+        return pool
+
+    def _cluster_limiter(self) -> Any:
+        """The cluster-wide RPM/TPM budget per API key (``executor/cluster_limits.py``): every API worker leases
+        from it, so N workers together keep the provider's limit and still learn it from headers and 429s."""
+        if self._limiter is None:
+            from mathforge.executor import cluster_limits
+
+            self._limiter = cluster_limits.start()
+        return self._limiter
+
+    def generate(self, ctx: "RunContext", teacher: str, requests: Sequence["GenRequest"], sink: "ResultSink") -> None:
+        """Answer ``requests`` on the teacher's replicas, a chunk per replica at a time; every result is committed
+        through ``sink`` (the driver's ledger) as its batch arrives. A replica lost mid-chunk loses only what it had
+        not streamed back: that part of the chunk goes back in the queue for the others."""
+        from mathforge.backends.base import Completion
+
+        pool = self._pool(ctx, teacher)
+        by_key = {r.key: r for r in requests}
+        work: deque[tuple[int, list[GenRequest]]] = deque(
+            (0, list(requests[i : i + pool.chunk])) for i in range(0, len(requests), pool.chunk))
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+        stats = getattr(sink, "stats", None)
+
+        def take() -> tuple[int, list] | None:
+            with lock:
+                return work.popleft() if work else None
+
+        def drive(actor: Any) -> None:
+            while not errors:
+                item = take()
+                if item is None:
+                    return
+                losses, chunk = item
+                done: set[str] = set()
+                try:
+                    for ref in actor.run.options(num_returns="streaming").remote(chunk):
+                        kind, items = self.ray.get(ref)
+                        if kind == "ok":
+                            sink.ok_many([(by_key[k], Completion(text, finish, tin, tout, latency, response))
+                                          for k, text, finish, tin, tout, latency, response in items])
+                            done.update(k for k, *_ in items)
+                        elif kind == "fail":
+                            for k, error, final, abandoned in items:
+                                sink.fail(by_key[k], error, final=final, abandoned=abandoned)
+                                if final:
+                                    done.add(k)
+                        elif stats is not None:
+                            with lock:
+                                for name, value in items.items():
+                                    setattr(stats, name, getattr(stats, name) + value)
+                except self.ray.exceptions.RayTaskError as exc:  # a bug in the replica, not a lost machine
+                    errors.append(exc)
+                    return
+                except self.ray.exceptions.RayError:  # the replica, its worker or its node is gone
+                    left = [r for r in chunk if r.key not in done]
+                    with lock:
+                        self.lost_replicas += 1
+                        pool.lost += 1
+                        pool.actors = [a for a in pool.actors if a is not actor]
+                        if left and losses + 1 >= MAX_LOSSES:
+                            for r in left:
+                                sink.fail(r, f"lost with its Ray worker {MAX_LOSSES} times", final=True)
+                        elif left:
+                            work.appendleft((losses + 1, left))
+                    return  # the other replicas take the rest
+
+        # Rounds: a replica lost late may put work back after the others stopped looking; each round either finishes
+        # the queue or loses a replica, and a chunk is failed after MAX_LOSSES losses, so this ends.
+        while work:
+            if not pool.actors and self._replace(pool) is None:
+                break  # no replica can start: what is left stays pending in the ledger (a rerun sends it)
+            threads = [threading.Thread(target=drive, args=(a,), daemon=True) for a in list(pool.actors)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+
+    def _replace(self, pool: Pool, attempts: int = 3) -> Any | None:
+        """A new replica where the cluster has room (every replica was lost), or None when none comes up. A few
+        attempts: right after a node dies the scheduler may still place a replica on it."""
+        for _ in range(attempts):
+            actor = self._fn("replica").options(**pool.spec["options"]).remote(*pool.spec["args"])
+            try:
+                self.ray.get(actor.ready.remote(), timeout=READY_TIMEOUT)
+            except Exception:
+                self.ray.kill(actor)
+                time.sleep(1.0)
+                continue
+            pool.actors.append(actor)
+            return actor
+        return None
+
+    def end_stage(self) -> None:
+        """Release the stage's replicas (their CPUs and GPUs go back to the next stage's tasks)."""
+        for pool in self._pools.values():
+            for a in pool.actors:
+                self.ray.kill(a)
+        self._pools.clear()
+
+    def close(self) -> None:
+        # The limiter actor is shared by every run on the cluster that uses the same key (get-or-create by name):
+        # it is left to end with its owner, never killed under another run.
+        self.end_stage()
+        self._limiter = None
+        if self.owned and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+class _ReplicaActor(Replica):
+    """``Replica`` as a Ray actor class; its ``run`` is a streaming generator."""
+
+
+def _map_shard(fn: Callable[[list[dict]], list[dict]], table: "pa.Table", schema: Any) -> "pa.Table":
+    """One shard through ``fn``, a row group at a time (runs on a worker)."""
+    import pyarrow as pa
+
+    from mathforge.store.shards import ROW_GROUP, _to_table, map_batches
+
+    out = list(map_batches(table.to_batches(ROW_GROUP), fn, schema))
+    return pa.concat_tables(out) if out else _to_table([], schema)
+
+
+def _partition_candidates(*parts: tuple[Any, Any, Any]) -> dict[int, set[int]]:
+    """Candidate pairs from one hash partition of the band keys (runs on a worker)."""
+    import numpy as np
+
+    from mathforge.curate.dedup import add_pairs
+
+    band = np.concatenate([p[0] for p in parts])
+    ids = np.concatenate([p[1] for p in parts])
+    keys = np.concatenate([p[2] for p in parts])
+    out: dict[int, set[int]] = {}
+    for b in np.unique(band).tolist():
+        m = band == b
+        add_pairs(out, keys[m], ids[m])
+    return out

@@ -1,0 +1,136 @@
+"""Model replicas on a Ray cluster: one actor per GPU (or per node on CPU) answering requests chunk by chunk.
+
+A replica never touches the run directory. It answers a chunk of requests with the teacher's own backend and streams
+the results back in small batches (a Ray streaming generator); the driver commits each batch to the ledger as it
+arrives. A request that makes its backend raise fails alone: the chunk is bisected until the failing requests are
+isolated, and those are reported as failed (recorded in the ledger, re-sent by ``mathforge retry``), never the job.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import fields
+from typing import Any, Iterator, Sequence
+
+from mathforge.backends.base import Backend, Completion, GenRequest
+from mathforge.engine.accounting import TeacherStats
+
+MODEL_BACKENDS = ("local", "vllm")  # in-process models: one replica per GPU (per node on CPU)
+BATCH_SECONDS = 0.2  # a replica sends what it has at least this often
+BATCH_ITEMS = 64  # ... or as soon as it has this many results
+MAX_SPLITS = 16  # bisection depth: 2^16 requests in a chunk are far more than any chunk holds
+
+
+class QueueSink:
+    """The result sink inside a replica: results go to a queue that the streaming method drains."""
+
+    def __init__(self) -> None:
+        self.stats = TeacherStats()
+        self.reported: set[str] = set()
+        self.queue: queue.Queue = queue.Queue()
+
+    def ok(self, request: GenRequest, completion: Completion) -> None:
+        self.ok_many([(request, completion)])
+
+    def ok_many(self, items: Sequence[tuple[GenRequest, Completion]]) -> None:
+        self.reported.update(r.key for r, _ in items)
+        self.queue.put(("ok", [(r.key, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.latency, c.response)
+                               for r, c in items]))
+
+    def fail(self, request: GenRequest, error: str, *, final: bool, abandoned: bool = False) -> None:
+        if final:
+            self.reported.add(request.key)
+        self.queue.put(("fail", [(request.key, error, final, abandoned)]))
+
+
+def answer(backend: Backend, requests: Sequence[GenRequest], sink: QueueSink, depth: int = 0) -> None:
+    """Answer ``requests``; when the backend raises, only the requests that make it raise are failed.
+
+    The unanswered rest is split in halves and each half tried again, so one over-long prompt or one bad batch costs
+    only its own requests (each failing request is tried alone once before it is recorded as failed)."""
+    try:
+        backend.generate(requests, sink)
+        return
+    except Exception as exc:  # a backend's error is this chunk's problem, never the job's
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+    left = [r for r in requests if r.key not in sink.reported]
+    if len(left) <= 1 or depth >= MAX_SPLITS:
+        for r in left:
+            sink.fail(r, error, final=True)
+        return
+    half = len(left) // 2
+    answer(backend, left[:half], sink, depth + 1)
+    answer(backend, left[half:], sink, depth + 1)
+
+
+def drain(sink: QueueSink, worker: threading.Thread) -> Iterator[tuple[str, list]]:
+    """Batches of results from the sink's queue while ``worker`` runs, and whatever it left at the end."""
+    pending: dict[str, list] = {"ok": [], "fail": []}
+    last = time.monotonic()
+    while True:
+        alive = worker.is_alive()
+        try:
+            kind, items = sink.queue.get(timeout=BATCH_SECONDS / 2)
+            pending[kind].extend(items)
+        except queue.Empty:
+            pass
+        full = sum(map(len, pending.values())) >= BATCH_ITEMS
+        if full or time.monotonic() - last >= BATCH_SECONDS or (not alive and sink.queue.empty()):
+            for kind in ("ok", "fail"):
+                if pending[kind]:
+                    yield kind, pending[kind]
+                    pending[kind] = []
+            last = time.monotonic()
+        if not alive and sink.queue.empty() and not any(pending.values()):
+            return
+
+
+def stats_dict(stats: TeacherStats) -> dict[str, float]:
+    """The numeric counters of a replica's stats, summed into the driver's per teacher."""
+    skip = {"total", "started", "finished", "prior_tokens_in", "prior_tokens_out", "prior_spend"}
+    return {f.name: getattr(stats, f.name) for f in fields(stats)
+            if f.name not in skip and isinstance(getattr(stats, f.name), (int, float))
+            and not isinstance(getattr(stats, f.name), bool)}
+
+
+class Replica:
+    """The body of the replica actor (wrapped by ``ray.remote`` in ``ray_executor``)."""
+
+    def __init__(self, name: str, config: Any, env: dict[str, str], limiter: Any = None):
+        from mathforge.backends import make_backend
+
+        os.environ.update(env)  # the teacher's key variables: the backend reads them at send time, as locally
+        if limiter is not None:  # the cluster-wide rate limit of API teachers
+            from mathforge.executor import cluster_limits
+
+            cluster_limits.install(limiter)
+        self.backend = make_backend(name, config)
+
+    def ready(self) -> str:
+        """Load the model (or open connections); returns the node this replica runs on."""
+        import ray
+
+        self.backend.prepare()
+        return ray.get_runtime_context().get_node_id()
+
+    def run(self, requests: list[GenRequest]) -> Iterator[tuple[str, Any]]:
+        """Answer a chunk, yielding ("ok" | "fail", items) batches as they finish, then ("stats", counters)."""
+        sink = QueueSink()
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                answer(self.backend, requests, sink)
+            except BaseException as exc:  # answer() contains backend errors; anything else ends the chunk
+                errors.append(exc)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        yield from drain(sink, worker)
+        worker.join()
+        if errors:
+            raise errors[0]
+        yield "stats", stats_dict(sink.stats)

