@@ -1,8 +1,14 @@
 """Scale benchmark: load → verify → curate → export at 100k and 900k NuminaMath-1.5-shaped problems, and generate
 against the local fake OpenAI server at k=1 with 20k and 200k requests, for the code in this tree and a baseline tree.
 
-    python bench/scale.py [--sizes 100000 900000] [--gen 20000 200000] [--baseline /work/wt/_baseline/src]
-                          [--systems new baseline] [--cap-mib 4096] [--data-dir /tmp/mathforge-scale]
+    nice -n 10 python bench/scale.py [--sizes 100000 900000] [--gen 20000 200000] [--systems new baseline]
+        [--baseline /work/wt/_baseline/src] [--new-src SRC] [--cap-mib 4096] [--instant]
+        [--data-dir /tmp/mathforge-scale] [--save RAW.json] [--merge OTHER.json ...]
+
+The baseline is the old code's ``src`` (e.g. ``git archive 7e51387 src | tar -x -C /tmp/base``); ``--new-src`` a
+copy of this tree's ``src`` taken before the run, so that edits made meanwhile are not measured. ``--instant``
+makes the fake server answer at once with 1-3 token completions (the client's memory is what is measured).
+``--save``/``--merge`` let parts measured in parallel processes be reported in one file.
 
 Data: Parquet files in NuminaMath-1.5's schema (problem, solution, answer, problem_type, question_type,
 problem_is_valid, solution_is_valid, source, synthetic), written in 10,000-row groups. Each row is built from MATH
@@ -11,7 +17,8 @@ train (``--math``): a problem with its numbers redrawn and a sentence of another
 column agrees with the reference solution; 5% are proofs and 8% multiple choice, as in the real dataset.
 
 Every step runs as ``mathforge run RECIPE --only STEP`` in a fresh process; its peak RSS is read with ``wait4`` and
-the process is killed when its RSS passes ``--cap-mib`` (reported as "> cap"). Verification runs on the reference
+the process is killed when its RSS passes ``--cap-mib`` (reported as "> cap"); CPU time is the step's user + system
+time including the worker processes it waited for, and the load average is sampled every ~5 s while it runs. Verification runs on the reference
 solutions as samples: the harness writes a samples table (text = solution) between load and verify, untimed.
 Writes bench/results/scale.md (or ``--out``).
 """

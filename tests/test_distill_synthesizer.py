@@ -37,52 +37,74 @@ def test_synthesis_rows_replay_the_writers_prompt():
     assert rows[0]["problem_id"] == "s1" and rows[0]["teacher"] == "t"
 
 
+LEAKED = "Janet has 12 red marbles and 15 blue marbles in a large jar on the kitchen table. How many marbles are there?"
+# the teacher's six replies: three good problems, a benchmark leak, a copy of an earlier one and a refusal
+WRITTEN = NEW + [f"Problem: {LEAKED}", NEW[0], "I cannot do that."]
+
+
 @pytest.mark.slow
 @requires_smollm2
 def test_distill_synthesizer_end_to_end(tmp_path):
-    rules = [Rule([WRITER, "different numbers"], NEW), Rule([SOLVER], ["3 + 4 = 7. The answer is 7."])]
-    with ScriptedServer(rules, lifetime=1500) as server:
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": LEAKED, "answer": "12 + 15 = 27\n#### 27"}) + "\n")
+    rules = [Rule([WRITER, "different numbers"], WRITTEN), Rule([SOLVER], ["3 + 4 = 7. The answer is 7."])]
+    # the fixed solver of the difficulty column: right (7) on its first request only, wrong (3) on every later one
+    fixed = [Rule([SOLVER], ["The answer is 7.", "The answer is 3."])]
+    with ScriptedServer(rules, lifetime=1500) as server, ScriptedServer(fixed, lifetime=1500) as solver_server:
         teacher = {"backend": "openai", "model": "scripted", "base_url": server.url, "api_key_env": None,
                    "max_attempts": 1}
         synth = {"methods": ["change_numbers"], "levels": ["grade_school"], "k": 2, "min_agreement": 0.5,
-                 "decontam": {"enabled": False}, "write_sampling": {"temperature": 0.8, "max_tokens": 40},
+                 "decontam": {"benchmarks": [{"name": "gsm8k", "path": str(bench), "split": None}]},
+                 "write_sampling": {"temperature": 0.8, "max_tokens": 40},
                  "solve_sampling": {"temperature": 0.7, "max_tokens": 32}}
         recipe = {
             "name": "ds", "seed": 0,
             "teachers": {"teacher": teacher,
+                         "solver": {**teacher, "model": "fixed-solver", "base_url": solver_server.url},
                          "synthesiser": {"backend": "local", "model": "smollm2", "adapter": "train/adapter",
                                          "batch_size": 4, "threads": 1}},
             "stages": [
-                {"load": {"dataset": "gsm8k", "path": "bundled:gsm8k-train-50", "limit": 3}},
+                {"load": {"dataset": "gsm8k", "path": "bundled:gsm8k-train-50", "limit": 6}},
                 {"synthesize": {"generator": "teacher", "solver": "teacher", **synth}},
                 {"export": {"styles": ["synthesis"], "formats": ["jsonl"], "validation_fraction": 0}},
                 {"train": {"model": "smollm2", "data": "export/synthesis", "method": "lora", "lora_r": 4,
                            "lora_alpha": 8, "learning_rate": 1e-4, "batch_size": 2, "grad_accum": 1, "max_steps": 2,
                            "max_seq_length": 256, "gradient_checkpointing": False, "evaluate": False,
                            "threads": 1}},
-                {"load": {"dataset": "gsm8k", "path": "bundled:gsm8k-train-50", "offset": 3, "limit": 2}},
+                {"load": {"dataset": "gsm8k", "path": "bundled:gsm8k-train-50", "offset": 6, "limit": 2}},
                 {"synthesize": {"generator": "synthesiser", "solver": "teacher", **synth}},
                 {"synth_compare": {"sets": {"teacher": "synthesize", "distilled": "synthesize-2"},
-                                   "teacher": "teacher", "training_data_from": ["synthesize"]}},
+                                   "teacher": "teacher", "solver": "solver", "max_tokens": 16,
+                                   "training_data_from": ["synthesize"]}},
+                {"report": {}},
             ],
         }
         run = tmp_path / "run"
         summary = run_recipe(parse_recipe(recipe), run)
         writer_requests = server.count(WRITER)
+        assert not server.unmatched and not solver_server.unmatched
+    # the usual checks ran on the teacher's set: one leak, one duplicate, one malformed reply rejected
+    assert summary["stages"]["synthesize"]["rejected"] == {"test-leak": 1, "duplicate": 1, "malformed": 1}
     rows = [json.loads(x) for x in (run / "export" / "synthesis" / "train.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and {r["messages"][2]["content"] for r in rows} == set(NEW)
     assert all(r["messages"][1]["content"].startswith("Original problem:") for r in rows)
     assert (run / "train" / "adapter" / "adapter_config.json").exists()
-    assert writer_requests == 3  # the distilled synthesiser wrote the second set; the teacher was not asked
+    assert writer_requests == 6  # the distilled synthesiser wrote the second set; the teacher was not asked
     compare = json.loads((run / "synth_compare.json").read_text())
     t, d = compare["teacher"], compare["distilled"]
     assert t["written_by_teacher"] is True and d["written_by_teacher"] is False
-    assert t["problems"] == 3 and t["acceptance"] == 1.0 and t["teacher_requests"] == 3 + 3 * 2
-    assert t["teacher_requests_per_problem"] == 3.0
+    assert t["problems"] == 3 and t["acceptance"] == 0.5 and t["teacher_requests"] == 6 + 3 * 2
+    assert t["teacher_requests_per_problem"] == 4.0
+    assert t["solve_rate"] == round(1 / 3, 4)  # the fixed solver was right on exactly one of the three
     assert d["candidates"] == 2
     # the distilled set carries the teacher requests that made its training data, plus its own solves
-    assert d["teacher_requests"] == 9 + summary["stages"]["synthesize-2"]["requests"]["solve"]["sent"]
+    assert d["teacher_requests"] == 12 + summary["stages"]["synthesize-2"]["requests"]["solve"]["sent"]
     assert 0 < t["distinct_2"] <= 1
+    # the run's report shows both sets side by side
+    md = (run / "report" / "summary.md").read_text()
+    assert "## Synthesised problem sets" in md and "| metric | teacher | distilled |" in md
+    assert "| acceptance | 0.5 |" in md
+    assert json.loads((run / "report" / "metrics.json").read_text())["synth_compare"]["synth_compare"] == compare
 
 
 def test_export_synthesis_splits_by_seed_in_every_format(tmp_path):

@@ -107,6 +107,16 @@ def test_local_is_the_default_and_a_missing_ray_names_the_extra(monkeypatch, tmp
         parse_recipe({"name": "x", "executor": "dask", "stages": []})
     ray_recipe = parse_recipe({"name": "x", "executor": "ray", "stages": []})
     assert ray_recipe.effective()["executor"] == "ray"
+    # the CLI: a clear error (exit code 2) before anything runs, and the run directory untouched
+    from typer.testing import CliRunner
+
+    from mathforge.cli.main import app
+
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps({"name": "x", "stages": [{"load": {"dataset": "arith", "limit": 2}}]}))
+    out = CliRunner().invoke(app, ["run", str(path), "-o", str(tmp_path / "run"), "--executor", "ray"])
+    assert out.exit_code == 2 and "mathforge[ray]" in out.output
+    assert not (tmp_path / "run" / "problems.parquet").exists()
 
 
 def test_one_failing_request_fails_alone_and_the_rest_are_answered():
@@ -189,6 +199,11 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
         local = near_duplicates(sigs, 0.8)
         assert sum(h is not None for h in local) > 20
         assert near_duplicates(sigs, 0.8, find_candidates=ex.band_candidates) == local
+        # a local model's "auto" device is the cluster's (no GPU here), not the driver's guess
+        from mathforge.backends.local import LocalConfig
+
+        assert ex.teacher_config(LocalConfig()).device == "cpu"
+        assert LocalExecutor().teacher_config(LocalConfig()).device == "auto"
     finally:
         ex.close()
 

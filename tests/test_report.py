@@ -99,3 +99,22 @@ def test_report_cli_compares_two_runs(run, tmp_path):
     assert "<title>two runs</title>" in (out / "index.html").read_text()
     assert not_blank(out / "funnel.png")
     assert CliRunner().invoke(app, [str(tmp_path / "missing")]).exit_code != 0
+
+
+def test_report_shows_synthesised_sets_side_by_side(run, tmp_path):
+    import shutil
+
+    from mathforge.report import build_report
+
+    plain = build_report([run], tmp_path / "plain")
+    assert plain["synth_compare"] == {} and "Synthesised" not in (tmp_path / "plain" / "summary.md").read_text()
+    copy = shutil.copytree(run, tmp_path / "synth-run")
+    sets = {"teacher": {"problems": 4, "acceptance": 0.5, "solve_rate": 0.25, "teacher_requests_per_problem": 5.0},
+            "distilled": {"problems": 6, "acceptance": 0.75, "solve_rate": None, "teacher_requests_per_problem": 3.2}}
+    (copy / "synth_compare.json").write_text(json.dumps(sets))
+    metrics = build_report([copy], tmp_path / "synth")
+    assert metrics["synth_compare"] == {"synth_compare": sets}
+    md = (tmp_path / "synth" / "summary.md").read_text()
+    assert "## Synthesised problem sets" in md and "| metric | teacher | distilled |" in md
+    assert "| acceptance | 0.5 | 0.75 |" in md and "| solve_rate | 0.25 | - |" in md
+    assert '<table class="synth">' in (tmp_path / "synth" / "index.html").read_text()

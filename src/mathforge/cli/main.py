@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mathforge.errors import EXIT_ERROR, EXIT_IN_FLIGHT, IncompleteRunError, MathforgeError
@@ -45,7 +46,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _print_error(exc: MathforgeError) -> None:
     label = "[bold yellow]in flight:[/]" if getattr(exc, "exit_code", None) == EXIT_IN_FLIGHT else "[bold red]error:[/]"
-    Console(stderr=True).print(f"{label} {mask_text(str(exc))}", highlight=False)
+    # escaped: a message naming an extra (pip install 'mathforge[ray]') must not lose "[ray]" as a markup tag
+    Console(stderr=True).print(f"{label} {escape(mask_text(str(exc)))}", highlight=False)
 
 
 @app.command()

@@ -54,6 +54,10 @@ class LocalExecutor:
 
         return candidates_in(chunks, n, bands)
 
+    def teacher_config(self, config: Any) -> Any:
+        """A teacher's config as it runs here (unchanged: ``device: auto`` is decided in this process)."""
+        return config
+
     def end_stage(self) -> None:
         """Nothing held between stages."""
 

@@ -163,6 +163,13 @@ class RayExecutor:
         return out
 
     # -- generation --------------------------------------------------------------------------------------------------
+    def teacher_config(self, config: Any) -> Any:
+        """``device: auto`` of a model teacher decided for the replicas, not for the driver: a driver without a GPU
+        would otherwise plan CPU keys (fp16-quantised linear layers) for replicas that run on GPUs."""
+        if config.backend == "local" and getattr(config, "device", None) == "auto":
+            return config.model_copy(update={"device": "cuda" if self.gpus() else "cpu"})
+        return config
+
     def prepare(self, ctx: "RunContext", teachers: list[str]) -> None:
         """Start the replicas of the teachers that answer next (together: students evaluated at once share the
         GPUs) and wait until each has loaded its model; pools of other teachers are released first."""

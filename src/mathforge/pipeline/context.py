@@ -364,6 +364,8 @@ class RunContext:
             if adapter and not Path(adapter).is_absolute() and self.path(adapter).exists():
                 # A teacher's relative adapter (``train/adapter``) is the one a stage of this run trained.
                 config = config.model_copy(update={"adapter": str(self.path(adapter))})
+            # where the model runs decides its identity (a CPU replica's fp16 linear layers): the executor knows
+            config = self.executor.teacher_config(config)
             self._backends[teacher] = make_backend(teacher, config)
         return self._backends[teacher]
 

@@ -68,6 +68,19 @@ def _breakdowns(sets: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]
     return out
 
 
+def _synth_tables(runs: list[RunData]) -> list[dict[str, Any]]:
+    """One table per synth_compare stage: a row per metric, a column per problem set."""
+    out = []
+    for r in runs:
+        for stem, sets in r.synth_sets.items():
+            labels = list(sets)
+            metrics = list(dict.fromkeys(k for m in sets.values() for k in m))
+            rows = [[k, *["-" if sets[lb].get(k) is None else str(sets[lb][k]) for lb in labels]] for k in metrics]
+            out.append({"title": f"{r.name}: {stem}" if len(runs) > 1 else stem, "header": ["metric", *labels],
+                        "rows": rows})
+    return out
+
+
 def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | None = None,
                  base: str | None = None, contrasts: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Write the report of ``runs`` (the first is the main one) to ``out_dir``; returns what metrics.json holds.
@@ -101,6 +114,7 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "eval_rows": cells,
         "eval_markdown": markdown_table(rows) if rows else "",
         "breakdowns": _breakdowns(sets),
+        "synth_tables": _synth_tables(data),
         "contrasts": [{"comparison": f"{c['a']} − {c['b']}", "benchmark": c["benchmark"], "metric": c["metric"],
                        "n": c.get("n", "-"), "delta": fmt_delta(c, False)} for c in paired],
         "contrast_markdown": contrast_markdown(paired) if paired else "",
@@ -127,6 +141,7 @@ def build_report(runs: list[str | Path], out_dir: str | Path, *, title: str | No
         "training": {name: [{"step": st, "loss": loss} for st, loss in pts]
                      for name, pts in _keyed(data, "training").items()},
         "plots": sorted(context["plots"].values()),
+        "synth_compare": {f"{d.name}/{k}" if len(data) > 1 else k: v for d in data for k, v in d.synth_sets.items()},
     }
     metrics = mask_config(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str), encoding="utf-8")

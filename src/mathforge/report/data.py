@@ -36,6 +36,7 @@ class RunData:
     rejected: dict[tuple[str, str], int] = field(default_factory=dict)  # (stage, reason) -> count
     evals: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     training: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # train folder -> (step, loss)
+    synth_sets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # synth_compare file -> label -> metrics
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -184,6 +185,11 @@ def training_curves(run: Path, depth: int = 3) -> dict[str, list[tuple[int, floa
             for p in found}
 
 
+def synth_comparisons(run: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The side-by-side metrics of every ``synth_compare`` stage of the run (teacher-made vs distilled problems)."""
+    return {p.stem: _json(p) for p in sorted(run.glob("synth_compare*.json"))}
+
+
 def read_run(run: str | Path) -> RunData:
     """Gather one run directory's report data."""
     run = Path(run)
@@ -204,4 +210,5 @@ def read_run(run: str | Path) -> RunData:
         rejected=rejected_counts(run),
         evals=evals,
         training=training_curves(run),
+        synth_sets=synth_comparisons(run),
     )
