@@ -10,6 +10,7 @@ Then greedy (temperature 0) outputs of `none` / `fp16` / `int8` weights on the s
 prefix, answers verified correct. Writes bench/results/local_backend.md.
 
 Usage: python bench/local_backend.py [--prompts 50] [--max-tokens 256] [--ref 7e51387] [--no-greedy]
+       [--arms main,new,main+passive,new-int8] [--greedy none,fp16,int8] [--arm-timeout MINUTES]
 """
 
 from __future__ import annotations
@@ -85,7 +86,14 @@ def run_arm(name: str, src: Path, env_extra: dict, config: dict, args, temperatu
     cmd = [sys.executable, __file__, "--arm", "--prompts", str(args.prompts), "--max-tokens", str(args.max_tokens),
            "--temperature", str(temperature), "--config", json.dumps(config)]
     print(f"[{time.strftime('%H:%M:%S')}] {name} …", file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    la0, t0 = os.getloadavg()[0], time.perf_counter()
+    try:
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
+                             timeout=args.arm_timeout * 60 if args.arm_timeout else None).stdout
+    except subprocess.TimeoutExpired:  # recorded as a row that did not finish, not silently dropped
+        wall = time.perf_counter() - t0
+        print(f"  did not finish in {wall:.0f} s", file=sys.stderr, flush=True)
+        return {"name": name, "unfinished": wall, "loadavg": [la0, os.getloadavg()[0]]}
     res = json.loads(out.strip().splitlines()[-1])
     res["name"] = name
     print(f"  {res['tokens']} tokens in {res['wall']:.1f} s = {res['tokens'] / res['wall']:.1f} tok/s "
@@ -109,6 +117,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--ref", default="7e51387", help="main's commit to compare with")
     ap.add_argument("--no-greedy", action="store_true", help="skip the greedy accuracy check")
+    ap.add_argument("--arms", default="main,new,main+passive,new-int8", help="comma-separated arms, in run order")
+    ap.add_argument("--greedy", default="none,fp16,int8", help="weight formats of the greedy check (none first)")
+    ap.add_argument("--arm-timeout", type=float, default=0, help="minutes an arm may run (0: no limit)")
     args = ap.parse_args()
     if args.arm:
         return arm(args)
@@ -122,17 +133,16 @@ def main() -> None:
         old_src, new_src = old_src / "src", ROOT / "src"
         passive = {"OMP_WAIT_POLICY": "PASSIVE"}
         t0 = time.time()
-        runs = [
-            run_arm("main", old_src, {}, {}, args, 0.7),
-            run_arm("new", new_src, {}, {}, args, 0.7),
-            run_arm("main+passive", old_src, passive, {}, args, 0.7),
-            run_arm("new-int8", new_src, {}, {"quantize": "int8"}, args, 0.7),
-        ]
+        spec = {"main": (old_src, {}, {}), "main+passive": (old_src, passive, {}), "new": (new_src, {}, {}),
+                "new-int8": (new_src, {}, {"quantize": "int8"})}
+        runs = [run_arm(a, *spec[a], args, 0.7) for a in args.arms.split(",")]
         greedy = [] if args.no_greedy else [
-            run_arm(f"greedy {q}", new_src, {}, {"quantize": q}, args, 0.0) for q in ("none", "fp16", "int8")
+            run_arm(f"greedy {q}", new_src, {}, {"quantize": q}, args, 0.0) for q in args.greedy.split(",")
         ]
         minutes = (time.time() - t0) / 60
-    base = runs[0]["tokens"] / runs[0]["wall"]
+    done = [r for r in runs if "unfinished" not in r]
+    base_arm = next((r for r in done if r["name"].startswith("main")), done[0])  # the first of main's arms that finished
+    base = base_arm["tokens"] / base_arm["wall"]
     lines = [
         "# Local backend: main's code vs this tree, side by side",
         "",
@@ -143,15 +153,20 @@ def main() -> None:
         "engineers' jobs: the 1-minute load average at the start and end of each arm is listed, and absolute "
         "numbers are noisy; compare arms of the same run, and the CPU seconds per token.",
         "",
-        "| arm | threads | tokens | wall s | tokens/s | x main | CPU s | tokens per CPU s | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| arm | threads | tokens | wall s | tokens/s | x {base_arm['name']} | CPU s | tokens per CPU s | correct | load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in runs:
+        if "unfinished" in r:
+            lines.append(f"| {r['name']} | - | - | > {r['unfinished']:.0f} (stopped) | - | - | - | - | - | "
+                         f"{r['loadavg'][0]:.1f} → {r['loadavg'][1]:.1f} |")
+            continue
         tps = r["tokens"] / r["wall"]
         lines.append(f"| {r['name']} | {r['threads']} | {r['tokens']:,} | {r['wall']:.1f} | {tps:.1f} | "
-                     f"{tps / base:.2f}x | {r['cpu']:.1f} | {r['tokens'] / r['cpu']:.1f} | "
+                     f"{tps / base:.2f}x | {r['cpu']:.1f} | {r['tokens'] / r['cpu']:.1f} | {r['correct']} of {args.prompts} | "
                      f"{r['loadavg'][0]:.1f} → {r['loadavg'][1]:.1f} |")
-    lengths = runs[1]["lengths"]
+    lengths = next(r for r in done if r["name"] == "new")["lengths"] if any(r["name"] == "new" for r in done) \
+        else done[0]["lengths"]
     static_rows = len(lengths) * max(lengths)
     lines += [
         "",

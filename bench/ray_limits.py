@@ -1,4 +1,4 @@
-"""Benchmark the cluster-wide rate limit: 3 workers on a simulated 2-node Ray cluster against one rate-limited server.
+"""Benchmark the cluster-wide rate limit: 3 workers on a simulated 3-node Ray cluster against one rate-limited server.
 
     nice -n 10 python bench/ray_limits.py [--per-worker 600] [--out bench/results/ray_limits.md]
 
@@ -28,6 +28,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# bench/ray.py would shadow the ray package for a script run from bench/ (Python puts the script's folder first).
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -140,8 +142,8 @@ def render(rows: list[dict], per_worker: int, ledger: list[dict]) -> str:
                 .stdout.splitlines() if ln.startswith("Model name")), platform.processor())
     lines = [
         "# Cluster-wide rate limit (bench/ray_limits.py)", "",
-        f"{WORKERS} workers (Ray actors running the OpenAI backend and engine, {per_worker} requests each) on a "
-        "simulated 2-node Ray cluster on 127.0.0.1 (`ray.cluster_utils.Cluster`, 1 + 2 CPUs), against "
+        f"{WORKERS} workers (Ray actors running the OpenAI backend and engine, {per_worker} requests each, one per "
+        "node) on a simulated 3-node Ray cluster on 127.0.0.1 (`ray.cluster_utils.Cluster`, 1 CPU per node), against "
         "tests/fake_openai_server.py in its own process (latency 0.8 s + 10 ms per completion token, 100-200 "
         f"tokens; limits of {RPM:,} RPM, and {TPM:,} TPM where shown). Steady rate: answers per minute between the "
         "moments 10% and 90% of the answers had arrived. Ceiling: the server's limit (for TPM, the RPM that its "
@@ -188,7 +190,7 @@ def main() -> None:
     server = Server()
     rows = []
     try:
-        with local_cluster(nodes=2, cpus=(1, 2)):
+        with local_cluster(nodes=3):
             for name, limits, teacher, cluster in SCENARIOS:
                 if args.only and name not in args.only:
                     continue

@@ -1,7 +1,7 @@
 """Does mathforge's data make the embedded SmolLM2-135M-Instruct better? The controlled experiment, on a CPU.
 
 Arms from one base with one training budget, scored greedily on the same 300 held-out problems of the ``arith``
-family (``mathforge.synth.family``) and on 100 SVAMP problems (out of domain): base; RFT on its own verified,
+family (``mathforge.synth.family``) and on 50 SVAMP problems (out of domain): base; RFT on its own verified,
 distinct-path samples; a control trained on as many of its samples without verification; SFT on the generator's
 reference solutions. See ``mathforge.experiment.run`` for the arms.
 
@@ -10,7 +10,7 @@ skipped, an interrupted arm continues from its last checkpoint. A rerun of a fin
 from the ledger and the saved adapters without generating or training anything.
 
 Writes bench/results/science.md (and the run's report under <run-dir>/report/).
-Usage: nice -n 10 python bench/science.py [--run-dir runs/science] [--train-problems 100] [--k 4] [--steps 16]
+Usage: nice -n 5 python bench/science.py [--run-dir runs/science] [--train-problems 64] [--k 4] [--steps 16]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import argparse
 import json
 import os
 import platform
+import resource
+import shutil
 import subprocess
 import threading
 import time
@@ -61,6 +63,12 @@ class LoadSampler:
         self._thread.join()
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its waited-for children so far."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -72,6 +80,7 @@ def cpu_model() -> str:
 def config(a: argparse.Namespace) -> ExperimentConfig:
     return ExperimentConfig(
         run_dir=a.run_dir, seed=a.seed, threads=a.threads, batch_size=a.batch_size, k=a.k, max_tokens=a.max_tokens,
+        eval_batching=a.eval_batching,
         train_set=BenchmarkSpec(name="arith", path="bundled:arith-train", split="train", limit=a.train_problems),
         test=BenchmarkSpec(name="arith", path="bundled:arith-test", split="test", limit=a.test_problems),
         ood=BenchmarkSpec(name="svamp", path="bundled:svamp-100", split="test", limit=a.ood_problems)
@@ -110,7 +119,8 @@ def write_markdown(a: argparse.Namespace, doc: dict[str, Any], wall: float, load
         "# bench/science: does training on mathforge's data make SmolLM2-135M better?",
         "",
         f"`{a.command}` — CPU: {cpu_model()}, {os.cpu_count()} cores, torch threads {a.threads}. This invocation took "
-        f"{wall / 60:.1f} min; work already in the run directory (ledger answers, trained arms) is reused, not "
+        f"{wall / 60:.1f} min wall and {cpu_seconds():.0f} CPU-s (user+sys of this process and its children); work "
+        "already in the run directory (ledger answers, trained arms) is reused, not "
         f"redone. 1-minute load average during this invocation: min {min(loads):.1f}, median "
         f"{sorted(loads)[len(loads) // 2]:.1f}, max {max(loads):.1f} (the machine is shared with other engineers' "
         "jobs, so wall-clock times are noisy; accuracies are not: sampling is seeded, eval is greedy, and a rerun "
@@ -171,13 +181,12 @@ def write_markdown(a: argparse.Namespace, doc: dict[str, Any], wall: float, load
     for model, d in kinds.items():
         lines.append(f"| {model} | " + " | ".join(f"{d[k][0]}/{d[k][1]}" if k in d else "-" for k in names) + " |")
     lines += ["", "## Training", "", "| arm | rows | of them correct | steps | first loss | last loss | tokens | "
-              "train s | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "train s (its last process) | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arm, t in exp["arms"].items():
         lines.append(f"| {arm} | {t['rows']} | {t['correct_rows']} | {t['global_step']} | {_f(t['first_loss'])} | "
                      f"{_f(t['last_loss'])} | {t.get('tokens_seen') or '-'} | {t.get('train_seconds') or '-'} | "
                      f"{_f(t.get('tokens_per_second'))} |")
-    lines += ["", "Curves: `report/training.png` (loss per step, every arm); the rows are in "
-              "`<arm>/train/log_history.jsonl`.", "",
+    lines += ["", *plot_links(run_dir, Path(a.out).parent),
               "## Cost", "",
               f"- Sampling: {gen.get('requests')} requests, {gen.get('new_tokens_out') or 0:,} new tokens in "
               f"{gen.get('gen_seconds') or 0:.0f} s this invocation ({gen.get('cached')} answered from the ledger).",
@@ -191,6 +200,19 @@ def write_markdown(a: argparse.Namespace, doc: dict[str, Any], wall: float, load
     return "\n".join(lines)
 
 
+def plot_links(run_dir: Path, out_dir: Path) -> list[str]:
+    """The report's plots copied next to the results file (so the markdown shows them), and the lines linking them."""
+    names = {"training": "training curves: loss per step, every arm (rows in `<arm>/train/log_history.jsonl`)",
+             "accuracy": "accuracy of every arm with its 95% interval", "funnel": "the data funnel"}
+    lines = []
+    for name, what in names.items():
+        src = run_dir / "report" / f"{name}.png"
+        if src.exists():
+            shutil.copyfile(src, out_dir / f"science-{name}.png")
+            lines += [f"![{name}](science-{name}.png) {what} (from the run's `report/{name}.png`)", ""]
+    return lines or ["(no plots: matplotlib is not installed)"]
+
+
 def _f(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -201,11 +223,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=16, help="generation batch")
-    ap.add_argument("--train-problems", type=int, default=100)
+    ap.add_argument("--train-problems", type=int, default=64)
     ap.add_argument("--test-problems", type=int, default=300)
     ap.add_argument("--ood-problems", type=int, default=50)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--eval-batching", default="refill", choices=["refill", "static"],
+                    help="batching of the eval's greedy answers (same text either way; refill is faster)")
     ap.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["max_steps"])
     ap.add_argument("--train-batch", type=int, default=TRAIN_DEFAULTS["batch_size"])
     ap.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["learning_rate"])

@@ -1,9 +1,9 @@
 """A simulated Ray cluster on 127.0.0.1 and a load of API workers, for the cluster rate-limit test and benchmark.
 
-``local_cluster`` starts a head and more nodes with ``ray.cluster_utils.Cluster`` (bound to 127.0.0.1, dashboard and
-usage stats off, a small object store) and always shuts it down. ``run_load`` starts one actor per worker, each
-running the real ``OpenAIBackend`` engine (with the cluster limiter installed, or its local one) into a ledger of
-its own, and samples the server's count of answered requests while they run.
+``local_cluster`` starts the loopback cluster of ``tests/ray_cluster.py`` (one CPU per node) and connects to it.
+``run_load`` starts one actor per worker, each running the real ``OpenAIBackend`` engine (with the cluster limiter
+installed, or its local one) into a ledger of its own, and samples the server's count of answered requests while
+they run.
 """
 
 from __future__ import annotations
@@ -14,42 +14,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY_ENV = "RAY_LOAD_KEY"
 
 
 @contextlib.contextmanager
-def local_cluster(nodes: int = 2, cpus: tuple[int, ...] = (1, 2)) -> Iterator[Any]:
-    """A ``nodes``-node Ray cluster on this machine; ``ray`` is connected to it inside the block."""
+def local_cluster(nodes: int = 3) -> Iterator[Any]:
+    """A ``nodes``-node Ray cluster on loopback (``tests/ray_cluster.py``), with this process connected to it."""
     import ray
-    from ray.cluster_utils import Cluster
+    from ray_cluster import local_cluster as loopback_cluster
 
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     # Ray's memory monitor kills workers when the host (shared here with other jobs) passes 95% of its memory, which
     # says nothing about this small cluster; the kernel's OOM killer still guards the machine.
     os.environ["RAY_memory_monitor_refresh_ms"] = "0"
-    # Raylets and their workers inherit this process's environment: our sources and tests/ come first on their path.
-    paths = [str(ROOT / "src"), str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    node = dict(node_ip_address="127.0.0.1", object_store_memory=80 * 1024**2)
-    cluster = Cluster(initialize_head=True, head_node_args=dict(node, num_cpus=cpus[0], include_dashboard=False))
-    try:
-        for i in range(1, nodes):
-            cluster.add_node(**node, num_cpus=cpus[i % len(cpus)])
-        # ray.init swaps a 127.0.0.1 address for this host's public one (unreachable: the GCS listens on loopback)
-        # unless Ray believes clusters are off, which also makes it keep loopback for the driver's own address.
-        from ray._private import ray_constants
-
-        saved, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
-        try:
-            ray.init(address=cluster.address, namespace="mathforge-test", log_to_driver=False)
-        finally:
-            ray_constants.ENABLE_RAY_CLUSTER = saved
-        cluster.wait_for_nodes()
+    with loopback_cluster(nodes) as cluster:
+        ray.init(address=cluster.address, namespace="mathforge-test", log_to_driver=False)
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def _worker_class() -> Any:

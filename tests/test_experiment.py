@@ -78,5 +78,9 @@ def test_tiny_experiment_trains_every_arm_scores_and_reports(tmp_path, smol_dir)
     # A rerun sends no request and trains nothing: every answer is in the ledger, every arm finished.
     again = run_experiment(cfg)
     assert again["generation"]["sent"] == 0 and again["eval"]["generation"]["sent"] == 0
+    # The eval answered with continuous batching; static batches are the same model in the ledger (same keys).
+    assert cfg.eval_batching == "refill"
+    static = run_experiment(cfg.model_copy(update={"eval_batching": "static"}))
+    assert static["eval"]["generation"]["sent"] == 0
     assert all(again["arms"][a]["cached"] for a in ("rft", "control", "reference"))
     assert again["eval"]["results"] == doc["eval"]["results"]

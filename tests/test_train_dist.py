@@ -8,7 +8,24 @@ import pytest
 
 from tests.conftest import requires_smollm2
 
-pytestmark = [requires_smollm2, pytest.mark.slow]
+
+
+def test_launch_command_and_no_credential_on_disk(tmp_path):
+    from mathforge.errors import ConfigError
+    from mathforge.train.config import TrainConfig
+    from mathforge.train.launch import LAUNCH_FILE, command, launch
+
+    cfg = TrainConfig(model="m", data="d", output_dir=str(tmp_path), num_processes=3, threads=1)
+    cmd, env = command(cfg, "cpu", tmp_path / LAUNCH_FILE, seed=7)
+    assert cmd[cmd.index("--num_processes") + 1] == "3" and cmd[-3:] == [
+        "mathforge.train.launch", str(tmp_path / LAUNCH_FILE), "7"]
+    assert cmd[cmd.index("--main_process_ip") + 1] == "127.0.0.1"
+    assert int(cmd[cmd.index("--main_process_port") + 1]) > 0
+    assert env["ACCELERATE_USE_CPU"] == "true" and env["OMP_NUM_THREADS"] == "1"
+    secret = cfg.model_copy(update={"trainer_args": {"hub_token": "hf_" + "a1b2c3d4" * 5}})
+    with pytest.raises(ConfigError, match="credential"):
+        launch(secret, "cpu", 0)
+    assert not (tmp_path / LAUNCH_FILE).exists()  # refused before anything was written
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +47,8 @@ def tiny_model(tmp_path_factory):
     return str(out)
 
 
+@requires_smollm2
+@pytest.mark.slow
 def test_two_cpu_processes_split_the_data_and_save_one_adapter(tiny_model, tmp_path):
     from mathforge.train.config import TrainConfig
     from mathforge.train.logs import read_log_history

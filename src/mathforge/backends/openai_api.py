@@ -45,8 +45,8 @@ class OpenAIConfig(BackendConfig):
         1024, ge=1, description="safety cap on requests in flight; below it the limit adapts to the server's capacity"
     )
     initial_concurrency: int | None = Field(
-        64, ge=1, description="requests in flight at the start (no rate limit known), doubled per round trip while "
-        "latency and error rate hold"
+        64, ge=1, description="requests in flight at the start (no rate limit known), multiplied by 4 per round trip "
+        "while latency and error rate hold"
     )
     timeout: float = Field(600.0, gt=0, description="ceiling in seconds of the per-request timeout learned from latency")
     resend_share: float = Field(

@@ -1,10 +1,13 @@
 """How many requests may be in flight: an adjustable semaphore driven by AIMD under a hard cap.
 
-Grows while requests succeed and the limit is what holds us back (doubling per round trip in slow start, then one per
-round trip), halves on overload (a 429 when no rate limit is known to pace us), and shrinks by a fifth when the median
-latency of recent requests rises past twice the best median seen (the sign of a server queueing our requests) or when
-more than ``bad_share`` of recent attempts failed or went overdue. While more than half that share fails it does not
-grow. Isolated faults (a 5xx here, a hang there) change nothing: only a rising rate does.
+Grows while requests succeed and the limit is what holds us back: in slow start by ``growth`` slots per answer (the
+limit multiplies by ``1 + growth`` per round trip: x4 by default, so 64 reaches a cap of 1,024 in two round trips),
+then by one per round trip. Slow start ends, without shrinking, as soon as the median latency of the last few answers
+passes ``exit_factor`` times the best median seen (a server starting to queue: TCP HyStart's rule), so the fast
+growth cannot overshoot far. The limit halves on overload (a 429 when no rate limit is known to pace us), and shrinks
+by a fifth when the median latency of recent requests rises past twice the best median seen or when more than
+``bad_share`` of recent attempts failed or went overdue. While more than half that share fails it does not grow.
+Isolated faults (a 5xx here, a hang there) change nothing: only a rising rate does.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ class AdaptiveConcurrency:
     """An asyncio semaphore whose limit moves between ``floor`` and ``cap``."""
 
     def __init__(self, cap: int, initial: int | None = None, floor: int = 1, window: int = 50, latency_factor: float = 2.0,
-                 bad_share: float = 0.2):
+                 bad_share: float = 0.2, growth: float = 3.0, exit_factor: float = 1.5, recent: int = 16):
         self.cap = max(1, cap)
         self.floor = max(1, min(floor, self.cap))
         self.limit = float(min(self.cap, max(self.floor, initial or self.cap)))
@@ -27,6 +30,9 @@ class AdaptiveConcurrency:
         self.in_use = 0
         self.latency_factor = latency_factor
         self._window: deque[float] = deque(maxlen=window)
+        self.growth = growth  # slots added per answer in slow start
+        self.exit_factor = exit_factor
+        self._recent: deque[float] = deque(maxlen=max(1, min(recent, window)))  # slow start's latency check
         self._seen = 0
         self.best_median: float | None = None
         self._last_decrease = 0.0
@@ -83,7 +89,10 @@ class AdaptiveConcurrency:
         bad_rate = self._outcome(False)
         if latency is not None:
             self._window.append(latency)
+            self._recent.append(latency)
             self._seen += 1
+            if self.slow_start and self._queueing():
+                self.slow_start = False  # latency rising: stop multiplying, keep what we have
         if latency is not None and self._seen % self._window.maxlen == 0:  # type: ignore[operator]
             median = statistics.median(self._window)
             if self.best_median is None or median < self.best_median:
@@ -94,8 +103,14 @@ class AdaptiveConcurrency:
         if bad_rate > self.bad_share / 2:
             return
         if (self._waiters or self.demand or self.in_use >= int(self.limit) - 1) and self.limit < self.cap:
-            self.limit = min(self.cap, self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
+            self.limit = min(self.cap, self.limit + (self.growth if self.slow_start else 1.0 / self.limit))
             self._wake()
+
+    def _queueing(self) -> bool:
+        """The last few answers' median latency is past ``exit_factor`` x the best window median seen."""
+        if self.best_median is None or len(self._recent) < (self._recent.maxlen or 1):
+            return False
+        return statistics.median(self._recent) > self.exit_factor * self.best_median
 
     def open_to_cap(self) -> None:
         """A rate limiter now paces the requests: concurrency only has to cover the latency, so allow the cap."""

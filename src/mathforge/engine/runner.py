@@ -49,7 +49,7 @@ class EngineConfig:
     rpm: float | None = None
     tpm: float | None = None
     max_concurrency: int = 1024  # a safety cap; the adaptive limit finds the server's capacity below it
-    initial_concurrency: int | None = 64  # where slow start begins when no rate limit paces us
+    initial_concurrency: int | None = 64  # where slow start (x4 per round trip) begins when no rate limit paces us
     timeout: float = 600.0  # ceiling of the learned per-attempt timeout
     resend_share: float = 0.01  # most early re-sends of overdue attempts, as a share of the run's calls
     timeout_multiplier: float = 2.0

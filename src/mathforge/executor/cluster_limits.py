@@ -39,6 +39,8 @@ folded into one report sent with the next lease, or at least every ``SYNC_SECOND
 closes, go back to the bucket.
 
 Counters are snapshots per (worker limiter, teacher), replaced on each report, so a report sent twice counts once.
+Runs that share a cluster share the actor, hence each key's budget (as they share the provider's); their counters
+are told apart only by teacher name, so give ``start`` a name per run when two runs use the same teacher names.
 If the actor is lost (its node died), Ray restarts it (``max_restarts``): budgets are re-learned from the configured
 limits and headers, and the counters fill again from the next reports of the workers still running.
 """

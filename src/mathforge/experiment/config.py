@@ -32,7 +32,7 @@ class ExperimentConfig(StrictModel):
     batch_size: int = Field(16, ge=1, description="prompts generated together (small batches stop sooner when "
                             "their answers are short)")
     train_set: BenchmarkSpec = Field(
-        BenchmarkSpec(name="arith", path="bundled:arith-train", split="train", limit=100),
+        BenchmarkSpec(name="arith", path="bundled:arith-train", split="train", limit=64),
         description="the training problems (the pool that samples and reference solutions come from)",
     )
     test: BenchmarkSpec = Field(
@@ -47,6 +47,11 @@ class ExperimentConfig(StrictModel):
     temperature: float = Field(0.7, gt=0, description="sampling temperature of those samples")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus mass of those samples")
     max_tokens: int = Field(96, ge=1, description="most new tokens per sample and per eval answer")
+    eval_batching: Literal["refill", "static"] = Field(
+        "refill", description="batching of the eval step's greedy answers: 'refill' (a finished answer's slot takes "
+        "the next problem; the trained arms stop early, so this is several times faster) or 'static'. Greedy text is "
+        "the same either way and batching is not part of the ledger identity; sampling always uses static batches"
+    )
     arms: list[Arm] = Field(list(ARMS), description="trained arms: rft, control, reference (the base is always scored)")
     rows: int | None = Field(
         None, ge=1, description="at most this many training rows per arm (default and upper bound: as many as RFT "

@@ -230,6 +230,10 @@ def _evaluate(ctx: RunContext, cfg: ExperimentConfig, run_dir: Path) -> dict[str
     if missing:
         raise RuntimeError(f"no trained adapter for {', '.join(missing)} in {run_dir}: run the train step first")
     common = dict(benchmarks=benchmarks, max_tokens=cfg.max_tokens, prompt=PROMPT, seed=cfg.seed)
+    # Greedy answers are the same under either batching and batching is not in the ledger key, so the eval may
+    # use continuous batching while sampling keeps the static batches its seeds are derived from.
+    ctx.teachers[BASE] = ctx.teachers[BASE].model_copy(update={"batching": cfg.eval_batching})
+    ctx.forget_backend(BASE)
     if cfg.eval_base:
         eval_cfg, out = EvalConfig(models=[BASE], adapters=adapters, **common), run_dir / "eval"
     else:  # the same backend configs as the full eval's adapters, so the same ledger keys

@@ -369,6 +369,12 @@ class RunContext:
             self._backends[teacher] = make_backend(teacher, config)
         return self._backends[teacher]
 
+    def forget_backend(self, teacher: str) -> None:
+        """Drop a teacher's backend (after its config changed): the next ``backend`` call makes a new one."""
+        backend = self._backends.pop(teacher, None)
+        if backend is not None:
+            backend.close()
+
     def close(self) -> None:
         self.executor.close()
         for b in self._backends.values():

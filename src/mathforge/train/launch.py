@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mathforge.errors import BackendError, ConfigError
+from mathforge.masking import mask_config
 from mathforge.train.config import TrainConfig
 from mathforge.train.logs import write_json
 
@@ -61,7 +62,12 @@ def launch(cfg: TrainConfig, device: str, seed: int) -> dict[str, Any]:
     out = Path(cfg.output_dir or ".")
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / LAUNCH_FILE
-    write_json(config_path, cfg.model_dump(mode="json"))
+    dumped = cfg.model_dump(mode="json")
+    if mask_config(dumped) != dumped:  # the processes read the config from disk: no credential may be in it
+        raise ConfigError("train: the config holds a credential-like value (e.g. a token in trainer_args); with "
+                          "num_processes > 1 it is written to launch.json, so set it through its environment "
+                          "variable instead (HF_TOKEN, WANDB_API_KEY, ...)")
+    write_json(config_path, dumped)
     metrics = out / "metrics.json"
     before = metrics.stat().st_mtime_ns if metrics.exists() else None
     cmd, env = command(cfg, device, config_path, seed)

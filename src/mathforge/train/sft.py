@@ -61,7 +61,7 @@ def train(cfg: TrainConfig, *, seed: int = 0, callbacks: list[Any] | None = None
     if cfg.num_processes > 1 and not launched():
         if callbacks:
             raise ConfigError("train: callbacks cannot be passed on to num_processes > 1 training processes")
-        splits, fp = _data(cfg)
+        _, fp = _data(cfg)
         done = _finished(Path(cfg.output_dir), fp) if cfg.resume else None
         return {**done, "cached": True} if done is not None else launch(cfg, device, seed)
     with cpu_threads(cfg.threads if device == "cpu" else None):
