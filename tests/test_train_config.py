@@ -166,3 +166,14 @@ def test_cli_has_a_flag_for_every_field():
     for name in TrainConfig.model_fields:
         if name not in ("data", "trainer_args"):
             assert "--" + name.replace("_", "-") in out, name
+
+
+def test_a_field_added_later_keeps_old_fingerprints_at_its_default():
+    from mathforge.train.config import LATER_FIELDS
+
+    cfg = TrainConfig(model="smollm2", data="d.jsonl", output_dir="o")
+    before = cfg.fingerprinted()  # what a run made before num_processes existed recorded
+    assert not set(LATER_FIELDS) & set(before)
+    two = TrainConfig(model="smollm2", data="d.jsonl", output_dir="o", num_processes=2)
+    assert two.fingerprinted()["num_processes"] == 2
+    assert two.fingerprinted() != before

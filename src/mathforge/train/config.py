@@ -17,6 +17,9 @@ NOT_FINGERPRINTED = frozenset(
     {"data", "output_dir", "resume", "resume_from", "merge", "report_to", "run_name", "logging_steps", "save_steps",
      "save_total_limit", "evaluate", "threads"}
 )
+# Fields added after checkpoints and finished runs already existed: at these values they leave the fingerprint as it
+# was before they existed, so adding a field never forces a retrain or blocks a resume of the same training.
+LATER_FIELDS: dict[str, Any] = {"num_processes": 1}
 
 
 class TrainConfig(StrictModel):
@@ -91,4 +94,5 @@ class TrainConfig(StrictModel):
 
     def fingerprinted(self) -> dict[str, Any]:
         """The fields that decide what is learnt: a checkpoint only resumes under the same values."""
-        return {k: v for k, v in self.model_dump(mode="json").items() if k not in NOT_FINGERPRINTED}
+        return {k: v for k, v in self.model_dump(mode="json").items()
+                if k not in NOT_FINGERPRINTED and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
