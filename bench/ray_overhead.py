@@ -2,7 +2,7 @@
 OpenAI-compatible server → verify → curate → export) run both ways in one process, on a 2-node Ray cluster
 simulated on this machine (127.0.0.1), with identical outputs checked.
 
-    nice -n 10 python bench/ray.py [--problems 400] [--k 2] [--rounds 3]
+    nice -n 10 python bench/ray_overhead.py [--problems 400] [--k 2] [--rounds 3]
 
 Prints a table and writes bench/results/ray.md: wall seconds per stage for each executor (median of the rounds,
 alternating which goes first), their ratio, and the one-off costs (cluster start, joining it). The machine is shared,
@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# This file is bench/ray.py: its own folder first on the path would make `import ray` import it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -110,7 +108,7 @@ def main() -> None:
     lines = [
         "# Ray executor overhead vs the local executor",
         "",
-        f"`python bench/ray.py --problems {args.problems} --k {args.k} --rounds {args.rounds}`, run at `nice -n 10`."
+        f"`python bench/ray_overhead.py --problems {args.problems} --k {args.k} --rounds {args.rounds}`, run at `nice -n 10`."
         f" The same recipe ({args.problems} problems x k={args.k} = {args.problems * args.k} requests against a local"
         " fake OpenAI-compatible server with a fixed 40-token answer after 50 ms + 0.5 ms/token; load → generate →"
         " verify → curate → export) with `executor: local` and with `executor: ray` on a 2-node Ray cluster"
