@@ -93,13 +93,13 @@ class AdaptiveConcurrency:
             self._seen += 1
             if self.slow_start and self._queueing():
                 self.slow_start = False  # latency rising: stop multiplying, keep what we have
-        if latency is not None and self._seen % self._window.maxlen == 0:  # type: ignore[operator]
-            median = statistics.median(self._window)
-            if self.best_median is None or median < self.best_median:
-                self.best_median = median
-            elif median > self.latency_factor * self.best_median:
-                self._decrease(0.8)
-                return
+            if self._seen % self._window.maxlen == 0:  # type: ignore[operator]
+                median = statistics.median(self._window)
+                if self.best_median is None or median < self.best_median:
+                    self.best_median = median
+                elif median > self.latency_factor * self.best_median:
+                    self._decrease(0.8)
+                    return
         if bad_rate > self.bad_share / 2:
             return
         if (self._waiters or self.demand or self.in_use >= int(self.limit) - 1) and self.limit < self.cap:

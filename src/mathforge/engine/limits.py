@@ -26,10 +26,10 @@ BURST_SECONDS = 0.5
 class Bucket:
     """A token bucket of ``per_minute`` with half a second of burst; ``level`` may go negative after a correction."""
 
-    def __init__(self, per_minute: float):
+    def __init__(self, per_minute: float, now: float | None = None):
         self.per_minute = per_minute
         self.level = self.capacity
-        self.t = time.monotonic()
+        self.t = time.monotonic() if now is None else now
 
     @property
     def rate(self) -> float:
@@ -39,11 +39,11 @@ class Bucket:
     def capacity(self) -> float:
         return max(1.0, self.rate * BURST_SECONDS)
 
-    def refill(self, now: float) -> None:
+    def refill(self, now: float, scale: float = 1.0) -> None:
         # Refill stops at capacity, but a refund from ``settle`` above it is kept: the server counted less than we
-        # reserved, so its own bucket holds that much more than ours.
+        # reserved, so its own bucket holds that much more than ours. ``scale`` < 1 refills slower (after 429s).
         if self.level < self.capacity:
-            self.level = min(self.capacity, self.level + (now - self.t) * self.rate)
+            self.level = min(self.capacity, self.level + (now - self.t) * self.rate * scale)
         self.t = now
 
     def wait(self, amount: float) -> float:

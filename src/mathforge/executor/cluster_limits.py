@@ -55,7 +55,7 @@ import uuid
 from typing import Any, Mapping
 
 from mathforge.engine.accounting import TeacherStats
-from mathforge.engine.limits import BURST_SECONDS, RateLimiter, _int, use_limiter_factory
+from mathforge.engine.limits import Bucket, RateLimiter, _int, use_limiter_factory
 from mathforge.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -72,26 +72,14 @@ COUNTERS = ("total", "done", "failed", "retries", "rate_limited", "timeouts", "a
             "maybe_billed_cost")
 
 
-class _Pace:
-    """A bucket of ``per_minute`` holding ``BURST_SECONDS`` of budget; reservations may take it below zero."""
-
-    def __init__(self, per_minute: float, now: float):
-        self.per_minute = per_minute
-        self.level = self.capacity
-        self.t = now
-
-    @property
-    def capacity(self) -> float:
-        return max(1.0, self.per_minute / 60.0 * BURST_SECONDS)
+class _Pace(Bucket):
+    """The engine's token bucket, refilled at ``scale`` x its rate; reservations may take it below zero."""
 
     def reserve(self, amount: float, scale: float, now: float) -> float:
         """Take ``amount`` now; return the seconds until the bucket would have held it (0: available at once)."""
-        rate = self.per_minute / 60.0 * scale
-        if self.level < self.capacity:
-            self.level = min(self.capacity, self.level + (now - self.t) * rate)
-        self.t = now
+        self.refill(now, scale)
         self.level -= amount
-        return 0.0 if self.level >= 0 else -self.level / rate
+        return 0.0 if self.level >= 0 else -self.level / (self.rate * scale)
 
     def give_back(self, amount: float, *, above_capacity: bool) -> None:
         # A usage refund may lift the level above capacity (the server counted less than we reserved, as in the
