@@ -52,21 +52,54 @@ class Bucket:
         return 0.0 if self.level >= need else (need - self.level) / self.rate
 
 
-class RateLimiter:
-    """RPM/TPM admission for one teacher; ``None`` limits are learned from response headers when the server sends them."""
+class Budget:
+    """Request and token buckets under configured limits, tightened by learned ones and slowed by 429s."""
+
+    _bucket: type[Bucket] = Bucket
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, backoff: float = 0.9):
+        now = time.monotonic()
         self.configured = (rpm, tpm)
-        self.requests = Bucket(rpm) if rpm else None
-        self.tokens = Bucket(tpm) if tpm else None
+        self.requests = self._bucket(rpm, now) if rpm else None
+        self.tokens = self._bucket(tpm, now) if tpm else None
         self.scale = 1.0  # < 1 after 429s; recovers towards 1 on success
         self.backoff = backoff
         self.completion_tokens: float | None = None  # learned mean completion length per sample
-        self._lock = asyncio.Lock()
 
     @property
     def active(self) -> bool:
         return self.requests is not None or self.tokens is not None
+
+    def _tighten(self, idx: int, limit: float, now: float | None = None) -> None:
+        """Limit requests (idx 0) or tokens (idx 1) to ``limit`` per minute unless already tighter."""
+        bucket = self.requests if idx == 0 else self.tokens
+        if bucket is None:
+            bucket = self._bucket(limit, now)
+            if idx == 0:
+                self.requests = bucket
+            else:
+                self.tokens = bucket
+        elif limit < bucket.per_minute:
+            bucket.per_minute = limit
+
+    def _learn(self, idx: int, limit: float, now: float | None = None) -> None:
+        """A limit the server told us: tighten to it, never past the configured one."""
+        configured = self.configured[idx]
+        self._tighten(idx, min(limit, configured) if configured else limit, now)
+
+    def _slow_down(self) -> None:
+        """The server says we are over its limit: a lower rate and no burst."""
+        self.scale = max(0.5, self.scale * self.backoff)
+        if self.requests:
+            self.requests.level = min(self.requests.level, 0.0)
+
+
+class RateLimiter(Budget):
+    """RPM/TPM admission for one teacher; ``None`` limits are learned from response headers when the server sends them."""
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, backoff: float = 0.9):
+        super().__init__(rpm, tpm, backoff)
+        self._lock = asyncio.Lock()
 
     def estimate(self, prompt_chars: int, max_tokens: int, n: int = 1) -> int:
         """Tokens a request will use: prompt (≈4 characters a token) plus learned completion length, per sample."""
@@ -103,26 +136,14 @@ class RateLimiter:
 
     def on_429(self) -> None:
         """The server says we are over its limit: slow down (only meaningful once a limit is known)."""
-        self.scale = max(0.5, self.scale * self.backoff)
-        if self.requests:
-            self.requests.level = min(self.requests.level, 0.0)
+        self._slow_down()
 
     def observe_headers(self, headers: Mapping[str, str]) -> None:
         """Tighten to the server's ``x-ratelimit-limit-*``; no burst while its ``remaining`` is zero."""
         for name, idx in (("requests", 0), ("tokens", 1)):
             limit = _int(headers.get(f"x-ratelimit-limit-{name}"))
             if limit:
-                configured = self.configured[idx]
-                target = min(limit, configured) if configured else limit
-                bucket = self.requests if idx == 0 else self.tokens
-                if bucket is None:
-                    bucket = Bucket(target)
-                    if idx == 0:
-                        self.requests = bucket
-                    else:
-                        self.tokens = bucket
-                elif target < bucket.per_minute:
-                    bucket.per_minute = target
+                self._learn(idx, limit)
             bucket = self.requests if idx == 0 else self.tokens
             if bucket is not None and _int(headers.get(f"x-ratelimit-remaining-{name}")) == 0:
                 bucket.level = min(bucket.level, 0.0)

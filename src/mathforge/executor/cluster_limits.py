@@ -55,7 +55,7 @@ import uuid
 from typing import Any, Mapping
 
 from mathforge.engine.accounting import TeacherStats
-from mathforge.engine.limits import Bucket, RateLimiter, _int, use_limiter_factory
+from mathforge.engine.limits import Bucket, Budget, RateLimiter, _int, use_limiter_factory
 from mathforge.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -88,21 +88,10 @@ class _Pace(Bucket):
         self.level = min(cap, self.level + amount)
 
 
-class KeyBudget:
+class KeyBudget(Budget):
     """The cluster's budget for one limit key: configured limits, learned limits, 429 scale, completion length."""
 
-    def __init__(self, rpm: float | None, tpm: float | None, backoff: float = 0.9):
-        now = time.monotonic()
-        self.configured = (rpm, tpm)
-        self.requests = _Pace(rpm, now) if rpm else None
-        self.tokens = _Pace(tpm, now) if tpm else None
-        self.scale = 1.0
-        self.backoff = backoff
-        self.completion_tokens: float | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.requests is not None or self.tokens is not None
+    _bucket = _Pace
 
     def configure(self, rpm: float | None, tpm: float | None) -> None:
         """Another worker's config for the same key: the tighter limit wins."""
@@ -110,16 +99,6 @@ class KeyBudget:
         for idx, value in ((0, rpm), (1, tpm)):
             if value:
                 self._tighten(idx, value, now)
-
-    def _tighten(self, idx: int, limit: float, now: float) -> None:
-        pace = self.requests if idx == 0 else self.tokens
-        if pace is None:
-            if idx == 0:
-                self.requests = _Pace(limit, now)
-            else:
-                self.tokens = _Pace(limit, now)
-        elif limit < pace.per_minute:
-            pace.per_minute = limit
 
     def reserve(self, requests: int, tokens: int) -> float:
         now = time.monotonic()
@@ -145,17 +124,14 @@ class KeyBudget:
             c = self.completion_tokens
             self.completion_tokens = mean if c is None else keep * c + (1 - keep) * mean
         for _ in range(report.get("rate_limited", 0)):
-            self.scale = max(0.5, self.scale * self.backoff)
-            if self.requests is not None:
-                self.requests.level = min(self.requests.level, 0.0)
+            self._slow_down()
         if self.scale < 1.0 and report.get("settled"):
             self.scale = min(1.0, self.scale + 0.002 * report["settled"])
         now = time.monotonic()
         for idx, name in ((0, "requests"), (1, "tokens")):
             limit = report.get(f"limit_{name}")
             if limit:
-                configured = self.configured[idx]
-                self._tighten(idx, min(limit, configured) if configured else limit, now)
+                self._learn(idx, limit, now)
             pace = self.requests if idx == 0 else self.tokens
             if pace is not None and report.get(f"exhausted_{name}"):
                 pace.level = min(pace.level, 0.0)
