@@ -116,28 +116,30 @@ class _Files:
         if not rows:
             return
         if "jsonl" in self.formats:
-            path = self.root / f"{name}.jsonl"
-            if path not in self.jsonl:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.jsonl[path] = open(path, "w", encoding="utf-8")
-            self.jsonl[path].write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            self._jsonl(name).write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         if "parquet" in self.formats or parquet_too:
-            path = self.root / f"{name}.parquet"
-            if path not in self.parquet:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.parquet[path] = pq.ParquetWriter(path, SCHEMAS[schema_name])
-            self.parquet[path].write_table(pa.Table.from_pylist(rows, SCHEMAS[schema_name]))
+            self._parquet(name, schema_name).write_table(pa.Table.from_pylist(rows, SCHEMAS[schema_name]))
 
     def ensure(self, name: str, schema_name: str) -> None:
         """Create ``name``'s files empty when no row was written to them: zero accepted rows is still an export."""
-        if "jsonl" in self.formats and (self.root / f"{name}.jsonl") not in self.jsonl:
-            path = self.root / f"{name}.jsonl"
+        if "jsonl" in self.formats:
+            self._jsonl(name)
+        if "parquet" in self.formats:
+            self._parquet(name, schema_name)
+
+    def _jsonl(self, name: str) -> Any:
+        path = self.root / f"{name}.jsonl"
+        if path not in self.jsonl:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.jsonl[path] = open(path, "w", encoding="utf-8")
-        if "parquet" in self.formats and (self.root / f"{name}.parquet") not in self.parquet:
-            path = self.root / f"{name}.parquet"
+        return self.jsonl[path]
+
+    def _parquet(self, name: str, schema_name: str) -> pq.ParquetWriter:
+        path = self.root / f"{name}.parquet"
+        if path not in self.parquet:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.parquet[path] = pq.ParquetWriter(path, SCHEMAS[schema_name])
+        return self.parquet[path]
 
     def close(self) -> None:
         for fh in self.jsonl.values():
