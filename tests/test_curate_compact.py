@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import numpy as np
 
@@ -11,8 +12,6 @@ from mathforge.curate import CurateConfig, curate
 from mathforge.curate import streaming
 from mathforge.curate.compact import KeyIndex, Strings, cluster_roots, cluster_stats, first_occurrence
 from mathforge.curate.decontam import build_index
-from mathforge.curate.dedup import cluster_roots as list_roots
-from mathforge.curate.dedup import cluster_stats as list_stats
 from mathforge.curate.dedup import exact_duplicates, near_duplicates, signatures
 from mathforge.curate.filters import apply_filters, build_filters
 from mathforge.curate.rft import select_paths
@@ -202,3 +201,19 @@ def test_strings_and_arrays_read_back():
     arr = np.array([-1 if d is None else d for d in dup])
     assert cluster_roots(arr).tolist() == list_roots(dup)
     assert cluster_stats(arr) == list_stats(dup)
+
+
+def list_roots(duplicate_of: list) -> list[int]:
+    """Reference: for each text, the first text of its cluster (links point backwards)."""
+    roots: list[int] = []
+    for i, d in enumerate(duplicate_of):
+        roots.append(i if d is None else roots[d])
+    return roots
+
+
+def list_stats(duplicate_of: list) -> dict[str, int]:
+    """Reference: clusters with at least one duplicate, the largest cluster, and duplicates found."""
+    roots = list_roots(duplicate_of)
+    sizes = Counter(roots[i] for i, d in enumerate(duplicate_of) if d is not None)
+    return {"clusters": len(sizes), "largest": max(sizes.values(), default=0) + (1 if sizes else 0),
+            "duplicates": sum(sizes.values())}

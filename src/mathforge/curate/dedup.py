@@ -10,7 +10,6 @@ connected components of these links, and each keeps its first text.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from pathlib import Path
 from typing import Callable, Hashable, Iterator, Sequence
 
@@ -222,7 +221,7 @@ def near_duplicate_links(
     same group can be duplicates. The band index is a sorted array of 64-bit keys (8 bytes x bands per text) rather
     than MinHashLSH's dict of byte strings and sets (2-4 KB per text measured), so 900k texts fit in ~100 MB; ``sigs`` may be a
     :class:`SignatureStore` on disk. Every text enters the index, so clusters are connected components (a lightly
-    edited copy of a dropped duplicate is still found); :func:`cluster_roots` names the text each cluster keeps.
+    edited copy of a dropped duplicate is still found); :func:`mathforge.curate.compact.cluster_roots` names the text each cluster keeps.
     ``skip`` marks texts left out. ``find_candidates(chunks, n, bands)`` finds the candidate pairs (default
     :func:`candidates_in`, in this process; the Ray executor partitions the band keys by hash over workers and gets
     the same pairs).
@@ -302,19 +301,3 @@ def add_pairs(candidates: dict[int, set[int]], keys: np.ndarray, ids: np.ndarray
         members = ids[order[s : s + m]].tolist()
         for k in range(1, m):
             candidates.setdefault(members[k], set()).update(members[:k])
-
-
-def cluster_roots(duplicate_of: Sequence[int | None]) -> list[int]:
-    """For each text, the first text of its cluster (itself when it duplicates nothing); links point backwards."""
-    roots: list[int] = []
-    for i, d in enumerate(duplicate_of):
-        roots.append(i if d is None else roots[d])
-    return roots
-
-
-def cluster_stats(duplicate_of: Sequence[int | None]) -> dict[str, int]:
-    """Clusters with at least one duplicate, the largest cluster, and duplicates found."""
-    roots = cluster_roots(duplicate_of)
-    sizes = Counter(roots[i] for i, d in enumerate(duplicate_of) if d is not None)
-    return {"clusters": len(sizes), "largest": max(sizes.values(), default=0) + (1 if sizes else 0),
-            "duplicates": sum(sizes.values())}

@@ -14,7 +14,6 @@ selected in memory and emitted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import shutil
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mathforge.curate.decontam import BenchmarkIndex, Hit
-from mathforge.curate.compact import KeyIndex, Strings, cluster_roots, cluster_stats, first_occurrence
+from mathforge.curate.compact import KeyIndex, Strings, cluster_roots, cluster_stats, digests, first_occurrence
 from mathforge.curate.dedup import SignatureStore, near_duplicate_links, normalize, signatures
 from mathforge.curate.filters import apply_filters, build_filters
 from mathforge.curate.ngrams import tokenize
@@ -113,7 +112,7 @@ class _Timer:
 
 def _digests(texts: Iterable[str | None]) -> bytes:
     """16-byte digests of the normalised texts (what an exact duplicate shares), concatenated."""
-    return b"".join(hashlib.blake2b(normalize(t).encode("utf-8"), digest_size=16).digest() for t in texts)
+    return digests([normalize(t) for t in texts]).tobytes()
 
 
 def _hit_text(hit: Hit) -> str:
