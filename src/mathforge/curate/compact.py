@@ -123,7 +123,7 @@ def cluster_roots(dup_of: np.ndarray) -> np.ndarray:
 
 
 def cluster_stats(dup_of: np.ndarray) -> dict[str, int]:
-    """Clusters with at least one duplicate, the largest cluster, and duplicates found (as ``dedup.cluster_stats``)."""
+    """Clusters with at least one duplicate, the largest cluster (its size), and duplicates found."""
     dups = np.flatnonzero(dup_of >= 0)
     if not len(dups):
         return {"clusters": 0, "largest": 0, "duplicates": 0}
