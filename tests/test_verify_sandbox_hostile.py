@@ -412,8 +412,41 @@ def test_killing_mathforge_leaves_no_sandbox_behind(tmp_path):
             proc.wait()
 
 
-def _descendants(pid: int) -> list[int]:
-    """All processes below ``pid`` that are inside a sandbox (their command line names the boot script)."""
+def test_a_child_dies_with_mathforge_even_before_bubblewrap_runs(tmp_path):
+    """The parent-death signal is set in the forked child, not only by bwrap once it runs.
+
+    A command that is not bwrap stands for the window between fork and bwrap's own ``--die-with-parent`` (the CI
+    failure this closes: mathforge killed while the child was still ``prlimit`` left the program running).
+    """
+    token = secrets.token_hex(8)
+    child = f"import time; time.sleep(60)  # {token}"
+    script = (
+        "import sys\nfrom mathforge.verify.sandbox import _communicate\n"
+        f"_communicate([sys.executable, '-c', {child!r}], 60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        found: list[int] = []
+        deadline = time.monotonic() + 120
+        while not found and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found = [p for p in _tree(proc.pid) if token.encode() in _cmdline(p)]
+        assert found, "the child never started"
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while (alive := [p for p in found if _alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive == [], f"a child outlived mathforge: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _tree(pid: int) -> list[int]:
+    """Every process below ``pid``."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -428,7 +461,12 @@ def _descendants(pid: int) -> list[int]:
         for child in children.get(todo.pop(), []):
             out.append(child)
             todo.append(child)
-    return [p for p in out if _cmdline(p).find(b"/sandbox/boot.py") >= 0]
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` that are inside a sandbox (their command line names the boot script)."""
+    return [p for p in _tree(pid) if _cmdline(p).find(b"/sandbox/boot.py") >= 0]
 
 
 def _cmdline(pid: int) -> bytes:

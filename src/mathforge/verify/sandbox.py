@@ -5,7 +5,8 @@ as uid 65534 with no capabilities, an empty environment, a read-only view of onl
 the allowed packages, its own ``/proc``, and a size-capped tmpfs as the only writable place; a seccomp filter refuses
 process and thread creation, sockets and namespace calls; ``prlimit`` caps CPU seconds, address space, processes,
 open files and file size. The parent kills the sandbox at the wall-clock limit (its PID namespace dies with its
-init) and bubblewrap's ``--die-with-parent`` takes it down if mathforge itself dies. Output is read through pipes
+init) and, if mathforge itself dies, the parent-death signal takes it down: set in the forked child before ``prlimit``
+is executed (so no window is left between fork and bubblewrap's own ``--die-with-parent``). Output is read through pipes
 and capped. An audit hook inside (``_sandbox_boot``) is only a second layer that names what was refused.
 
 Without bubblewrap, ``run_program`` refuses (SandboxUnavailable) unless the mode is ``unsafe-no-isolation``, which
@@ -15,6 +16,7 @@ runs the same boot script as a plain child process with rlimits and the audit ho
 from __future__ import annotations
 
 import contextvars
+import ctypes
 import json
 import os
 import re
@@ -165,6 +167,27 @@ def _probe() -> None:
     _probed = "ok"
 
 
+_PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None) if sys.platform == "linux" else None
+
+
+def _die_with_us(parent: int):
+    """A ``preexec_fn`` that makes the child get SIGKILL when the thread that forked it dies.
+
+    bubblewrap's ``--die-with-parent`` does the same, but only once bwrap runs: a mathforge killed between the fork
+    and that point would leave an orphan sandbox running until its timeout. The signal setting survives ``exec`` of
+    ``prlimit`` and ``bwrap`` (neither is set-uid); a parent that died before it was set is caught by the pid check.
+    """
+
+    def preexec() -> None:
+        if _prctl is not None and _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != parent:
+            os._exit(126)
+
+    return preexec
+
+
 def _communicate(
     cmd: list[str], timeout: float, *, pass_fds: tuple[int, ...] = (), cwd: str | None = None
 ) -> tuple[str, str, int | None, str]:
@@ -174,7 +197,7 @@ def _communicate(
     """
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, cwd=cwd,
-        start_new_session=True, close_fds=True, pass_fds=pass_fds,
+        start_new_session=True, close_fds=True, pass_fds=pass_fds, preexec_fn=_die_with_us(os.getpid()),
     )
     bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     ended = "exit"
