@@ -149,3 +149,54 @@ def test_model_loading_prints_no_tqdm_bars(capsys):
         assert list(g.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...")) == [0, 1, 2]
     err = capsys.readouterr().err
     assert "de-quantizing" not in err
+
+
+def test_growing_cache_layer_appends_in_place_and_equals_concatenation():
+    """The refill loop's cache layer returns what DynamicLayer's torch.cat would, without copying per token."""
+    torch = pytest.importorskip("torch")
+    from transformers.cache_utils import DynamicLayer
+
+    from mathforge.backends.refill import GROW, growing_layer
+
+    torch.manual_seed(0)
+    grow, plain = growing_layer()(), DynamicLayer()
+    pointers = set()
+    for step in range(GROW + 20):  # past the first buffer's room: one re-allocation
+        k, v = torch.randn(3, 2, 5 if step == 0 else 1, 4), torch.randn(3, 2, 5 if step == 0 else 1, 4)
+        gk, gv = grow.update(k, v)
+        pk, pv = plain.update(k, v)
+        assert torch.equal(gk, pk) and torch.equal(gv, pv)
+        pointers.add(gk.data_ptr())
+    assert len(pointers) == 2  # one buffer, then one bigger one: no copy per step
+    assert grow.get_seq_length() == plain.get_seq_length() == GROW + 24
+    # rows leave and leading padding is cut, as the refill loop does: the next update adopts the new tensors
+    idx = torch.tensor([0, 2])
+    grow.keys, grow.values = grow.keys[idx, :, 3:], grow.values[idx, :, 3:]
+    plain.keys, plain.values = plain.keys[idx, :, 3:], plain.values[idx, :, 3:]
+    k, v = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4)
+    gk, gv = grow.update(k, v)
+    pk, pv = plain.update(k, v)
+    assert torch.equal(gk, pk) and torch.equal(gv, pv)
+
+
+@requires_smollm2
+def test_a_gguf_file_is_parsed_once_per_load():
+    """Config, tokenizer and weights share one GGUFReader while loading; the library is left as it was after."""
+    gguf = pytest.importorskip("gguf")
+    from pathlib import Path
+
+    from mathforge.backends.models import shared_gguf_parsing
+
+    source = resolve_model("smollm2")
+    path = str(Path(source.name_or_path) / source.gguf_file)
+    original = gguf.GGUFReader
+    with shared_gguf_parsing():
+        first, second = gguf.GGUFReader(path), gguf.GGUFReader(path)
+        assert first is second
+        assert gguf.get_tensor_name_map(*_arch(gguf)) is gguf.get_tensor_name_map(*_arch(gguf))
+    assert gguf.GGUFReader is original
+    assert gguf.GGUFReader(path) is not first
+
+
+def _arch(gguf):
+    return gguf.MODEL_ARCH.LLAMA, 30

@@ -76,6 +76,31 @@ def quiet_loading(transformers) -> Iterator[None]:
             gguf_utils.tqdm = saved
 
 
+@contextlib.contextmanager
+def shared_gguf_parsing() -> Iterator[None]:
+    """Parse a GGUF file once per load instead of three times, and build its tensor-name map once instead of per module.
+
+    transformers reads the file's metadata separately for the config, the tokenizer and the weights (a ``GGUFReader``
+    each: SmolLM2's 49k-token vocabulary is ~300k small numpy reads every time), and asks ``gguf`` for the same
+    tensor-name map once per submodule (397 times for SmolLM2). Both are pure functions of their arguments, so for
+    the duration of one load the ``gguf`` module's two names point at memoised versions; transformers imports them
+    from ``gguf`` when called, so it picks them up. Measured in bench/results/quickstart.md (model ready time)."""
+    from functools import lru_cache
+
+    try:
+        gguf = importlib.import_module("gguf")
+    except ImportError:
+        yield
+        return
+    saved = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = lru_cache(maxsize=4)(saved[0])
+    gguf.get_tensor_name_map = lru_cache(maxsize=16)(saved[1])
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = saved
+
+
 def load_tokenizer_and_model(source: ModelSource, *, device: str = "cpu", dtype: str = "auto", for_training=False):
     """Load a transformers tokenizer and causal LM from a source (GGUF is de-quantised by transformers)."""
     from mathforge.errors import require
@@ -89,7 +114,7 @@ def load_tokenizer_and_model(source: ModelSource, *, device: str = "cpu", dtype:
         torch_dtype = getattr(torch, dtype)
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
-        with quiet_loading(transformers):
+        with quiet_loading(transformers), shared_gguf_parsing():
             tok = transformers.AutoTokenizer.from_pretrained(source.name_or_path, **kw)
             model = transformers.AutoModelForCausalLM.from_pretrained(source.name_or_path, dtype=torch_dtype, **kw)
     except OSError as exc:

@@ -6,6 +6,11 @@ rows have finished, the waiting prompts are prefilled together and merged into t
 length, positions kept per row). transformers' own continuous-batching API (``generate_batch``) measured 2x slower
 than static ``generate`` on CPU (bench/results/local_backend.md), so this loop stays on the plain model forward.
 
+The KV cache grows in place (``growing_cache``): each layer keeps its keys and values in a buffer with room for
+more tokens, so a decode step writes one column instead of copying the whole cache with ``torch.cat`` as
+transformers' ``DynamicLayer`` does; that copy was 48% of a decode step's time at batch 50 and 274 cached tokens
+(bench/results/local_backend.md).
+
 Sampling is per request: each row draws from its own ``torch.Generator`` seeded from the request key, so a sample's
 text does not depend on which other requests shared its batch (up to float rounding of batched matmuls).
 """
@@ -34,6 +39,62 @@ def request_seed(request: GenRequest) -> int:
     """A 63-bit seed from the request key (which already holds the sampling seed and the sample index)."""
     digest = hashlib.sha256(request.key.encode()).digest()
     return (int.from_bytes(digest[:8], "little") ^ (request.params.seed or 0)) & (2**63 - 1)
+
+
+GROW = 128
+"""Tokens of room a cache buffer gets beyond what it holds when it is (re)allocated: one copy per 128 decode steps."""
+
+_layer_class = None
+
+
+def growing_layer():
+    """The cache layer class (made on first use so that importing this module does not import transformers)."""
+    global _layer_class
+    if _layer_class is None:
+        from transformers.cache_utils import DynamicLayer
+
+        class GrowingLayer(DynamicLayer):
+            """A ``DynamicLayer`` whose keys/values are views of buffers with room to grow.
+
+            Appending writes into the room; when the room is used up, or someone replaced ``keys``/``values`` (row
+            selection, padding cut, crop), the current tensors are copied once into new buffers with ``GROW`` tokens
+            of room. Callers see the same tensors as with ``DynamicLayer``."""
+
+            _view = None
+
+            def update(self, key_states, value_states, *args, **kwargs):
+                if not self.is_initialized:
+                    self.lazy_initialization(key_states, value_states)
+                keys, values = self.keys, self.values
+                n = keys.shape[-2] if keys.dim() == 4 else 0
+                end = n + key_states.shape[-2]
+                if keys is not self._view or end > self._kbuf.shape[-2]:
+                    b, h, _, d = key_states.shape
+                    self._kbuf = key_states.new_empty(b, h, end + GROW, d)
+                    self._vbuf = value_states.new_empty(b, h, end + GROW, value_states.shape[-1])
+                    if n:
+                        self._kbuf[:, :, :n] = keys
+                        self._vbuf[:, :, :n] = values
+                self._kbuf[:, :, n:end] = key_states
+                self._vbuf[:, :, n:end] = value_states
+                self.keys, self.values = self._kbuf[:, :, :end], self._vbuf[:, :, :end]
+                self._view = self.keys
+                return self.keys, self.values
+
+        _layer_class = GrowingLayer
+    return _layer_class
+
+
+def growing_cache(config, data=None):
+    """A ``DynamicCache`` of ``GrowingLayer``s for ``config``'s decoder, optionally filled with (keys, values) pairs."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    layer = growing_layer()
+    cache.layers = [layer() for _ in cache.layers]
+    for one, (keys, values) in zip(cache.layers, data or ()):
+        one.update(keys, values)
+    return cache
 
 
 class RefillGenerator:
@@ -117,14 +178,12 @@ class RefillGenerator:
     def _prefill(self, new: list[GenRequest], prompt_ids: dict[str, list[int]], sample: bool):
         """One forward over the new prompts (left-padded among themselves): their rows, KV cache, mask and logits."""
         torch = self.torch
-        from transformers import DynamicCache
-
         width = max(len(prompt_ids[r.key]) for r in new)
         pad = self.tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(prompt_ids[r.key])) + prompt_ids[r.key] for r in new])
         mask = torch.tensor([[0] * (width - len(prompt_ids[r.key])) + [1] * len(prompt_ids[r.key]) for r in new])
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = growing_cache(self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
                          **{self._cache_kw: cache})
         now = time.perf_counter()
@@ -139,8 +198,6 @@ class RefillGenerator:
         if cache is None:
             return new_cache, new_mask
         torch = self.torch
-        from transformers import DynamicCache
-
         F = torch.nn.functional
         width = max(mask.shape[1], new_mask.shape[1])
         a, b = width - mask.shape[1], width - new_mask.shape[1]
@@ -148,7 +205,7 @@ class RefillGenerator:
         for old, new in zip(cache.layers, new_cache.layers):
             layers.append((torch.cat([F.pad(old.keys, (0, 0, a, 0)), F.pad(new.keys, (0, 0, b, 0))]),
                            torch.cat([F.pad(old.values, (0, 0, a, 0)), F.pad(new.values, (0, 0, b, 0))])))
-        merged = DynamicCache(layers, config=self.model.config)
+        merged = growing_cache(self.model.config, layers)
         return merged, torch.cat([F.pad(mask, (a, 0)), F.pad(new_mask, (b, 0))])
 
     def _select(self, cache, mask, idx):
