@@ -63,15 +63,25 @@ def problems_file(tmp: Path, n: int) -> Path:
     return path
 
 
-def api_recipe(tmp: Path, url: str, n: int, *, k: int = 2, stages: list | None = None, concurrency: int = 4) -> dict:
+def benchmark_file(tmp: Path) -> Path:
+    """A benchmark holding three of the problems: their samples are rejected as test leaks."""
+    path = tmp / "bench.jsonl"
+    path.write_text("".join(json.dumps({"question": f"What is {i} plus {5 - i}?", "answer": "5"}) + "\n"
+                            for i in (4, 7, 11)))
+    return path
+
+
+def api_recipe(tmp: Path, url: str, n: int, *, k: int = 2, stages: list | None = None, concurrency: int = 4,
+               **teacher: object) -> dict:
+    decontam = {"benchmarks": [{"name": "generic", "path": str(benchmark_file(tmp)), "split": None}]}
     return {
         "name": "ray-api",
         "teachers": {"fake": {"backend": "openai", "model": "fake", "base_url": url, "api_key_env": KEY_ENV,
-                              "max_concurrency": concurrency, "resend_share": 0}},
+                              "max_concurrency": concurrency, "resend_share": 0, **teacher}},
         "stages": stages or [{"load": {"dataset": "generic", "path": str(problems_file(tmp, n))}},
                              {"generate": {"k": k, "max_tokens": 16, "prompt": "cot", "temperature": 0.7}},
                              {"verify": {"workers": 1}},
-                             {"curate": {"decontam": {"enabled": False}}},
+                             {"curate": {"decontam": decontam}},
                              {"export": {"formats": ["jsonl"]}}],
     }
 
@@ -87,6 +97,7 @@ def outputs(run: Path) -> dict[str, list]:
         "samples": table(run / "generate.parquet", "id", "request_key", "text", "tokens_out"),
         "verdicts": table(run / "verified.parquet", "id", "correct", "extracted"),
         "curated": table(run / "curated.parquet", "id"),
+        "rejected": table(run / "rejected.parquet", "stage", "record_id", "reason"),
         "export": sorted((run / "export" / "sft.jsonl").read_text().splitlines()),
     }
 
@@ -162,15 +173,29 @@ def test_api_recipe_on_the_cluster_equals_the_local_run(cluster, server, tmp_pat
     assert a == b
     assert len(a["samples"]) == 60 and 0 < len(a["curated"]) < 60
     assert {v for _, v, _ in a["verdicts"]} == {True, False}
+    # curate's filters and decontamination ran as Ray tasks and dropped the same samples for the same reasons
+    reasons = {why.split(":")[0] for stage, _, why in a["rejected"] if stage == "curate"}
+    assert {"test-leak", "incorrect"} <= reasons, reasons
+    assert local["stages"]["curate"]["dropped"] == on_ray["stages"]["curate"]["dropped"]
     assert local["stages"]["verify"]["correct"] == on_ray["stages"]["verify"]["correct"]
     assert on_ray["stages"]["generate"]["teachers"]["fake"]["api_calls"] == 60  # the workers' counters came back
 
 
 def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path):
+    from test_curate_compact import LEAK_Q, fixture_rows
+
+    from mathforge.curate import CurateConfig
+    from mathforge.curate.decontam import build_index
     from mathforge.curate.dedup import near_duplicates
+    from mathforge.curate.streaming import curate_stream
     from mathforge.records import SAMPLE_SCHEMA
     from mathforge.store.shards import ShardReader, ShardWriter
 
+    bench = tmp_path / "gsm8k.jsonl"
+    bench.write_text(json.dumps({"question": LEAK_Q, "answer": "#### 18"}) + "\n", encoding="utf-8")
+    cfg = CurateConfig(decontam={"benchmarks": [{"name": "gsm8k", "path": str(bench), "split": None}]})
+    index = build_index(cfg.decontam)
+    data, pooled = fixture_rows()
     loopback_env()
     ex = make_executor("ray", cluster.address)
     try:
@@ -199,6 +224,17 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
         local = near_duplicates(sigs, 0.8)
         assert sum(h is not None for h in local) > 20
         assert near_duplicates(sigs, 0.8, find_candidates=ex.band_candidates) == local
+        # curate's per-batch step (filters, benchmark lookups, signatures) as Ray tasks over batches taken ahead
+        # of the driver: the same records kept and the same rejects, reasons and order as in this process
+        assert list(ex.imap(_Upper(), ([{"text": f"t{i}"}] for i in range(20)))) == [[{"text": f"T{i}"}] for i in range(20)]
+        got = {}
+        for name, imap in (("local", None), ("ray", ex.imap)):
+            kept, rejected = [], []
+            curate_stream([("this run", (data[i:i + 7] for i in range(0, len(data), 7))), ("other", [pooled])],
+                          cfg, index=index, emit=kept.extend, reject=rejected.extend, work_dir=tmp_path, imap=imap)
+            got[name] = ([r["id"] for r in kept], [(r["id"], why) for r, why in rejected])
+        assert got["local"] == got["ray"]
+        assert any(why.startswith("test-leak") for _, why in got["ray"][1])
         # a local model's "auto" device is the cluster's (no GPU here), not the driver's guess
         from mathforge.backends.local import LocalConfig
 
@@ -211,6 +247,25 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
 class _Upper:
     def __call__(self, rows):
         return [{**r, "text": r["text"].upper()} for r in rows]
+
+
+def test_a_budget_cap_holds_for_the_workers_together(cluster, server, tmp_path):
+    """Three API workers (one per node, a 32-request chunk each) under one $2.40 cap: together they stop at it
+    (one ledger of spend in the cluster limits actor), where a cap held by each worker would let each spend it."""
+    n, cap, per_request, worst = 90, 2.40, 0.12, 0.16  # 12 completion tokens at $10,000 per million; max_tokens 16
+    server.configure(FIXED)
+    stages = [{"load": {"dataset": "generic", "path": str(problems_file(tmp_path, n))}},
+              {"generate": {"k": 1, "max_tokens": 16, "prompt": "cot"}}]
+    recipe = parse_recipe(api_recipe(tmp_path, server.url, n, stages=stages, concurrency=2,
+                                     price_output_per_m=10_000, budget=cap))
+    before = server.fake.total
+    out = run_recipe(recipe, tmp_path / "run", executor="ray", address=cluster.address, allow_partial=True)
+    answered = len(ok_keys(tmp_path / "run" / "ledger.sqlite"))
+    fake = out["stages"]["generate"]["teachers"]["fake"]
+    assert server.fake.total - before == answered == fake["done"]  # nothing sent that was not kept
+    assert answered * per_request <= cap + 1e-9 and fake["spend_usd"] == pytest.approx(answered * per_request)
+    assert answered >= (cap - 3 * 2 * worst) / per_request  # at the cap, less at most what was in flight
+    assert "cluster-wide" in fake["stopped"]
 
 
 def test_a_worker_node_lost_mid_generation_loses_nothing_and_repays_only_in_flight(cluster, server, tmp_path):
