@@ -54,12 +54,17 @@ def api_key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
 
 
-def problems_file(tmp: Path, n: int) -> Path:
+def problems_file(tmp: Path, n: int, parquet: bool = False) -> Path:
+    # every third answer is wrong for the server's "The answer is 5.": verdicts differ per problem
+    rows = [{"question": f"What is {i} plus {5 - i}?", "answer": "5" if i % 3 else "6"} for i in range(n)]
+    if parquet:  # row groups of 8: under Ray, load reads and parses them as tasks
+        import pyarrow as pa
+
+        path = tmp / "problems.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=8)
+        return path
     path = tmp / "problems.jsonl"
-    with open(path, "w") as f:
-        for i in range(n):
-            # every third answer is wrong for the server's "The answer is 5.": verdicts differ per problem
-            f.write(json.dumps({"question": f"What is {i} plus {5 - i}?", "answer": "5" if i % 3 else "6"}) + "\n")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
@@ -78,7 +83,7 @@ def api_recipe(tmp: Path, url: str, n: int, *, k: int = 2, stages: list | None =
         "name": "ray-api",
         "teachers": {"fake": {"backend": "openai", "model": "fake", "base_url": url, "api_key_env": KEY_ENV,
                               "max_concurrency": concurrency, "resend_share": 0, **teacher}},
-        "stages": stages or [{"load": {"dataset": "generic", "path": str(problems_file(tmp, n))}},
+        "stages": stages or [{"load": {"dataset": "generic", "path": str(problems_file(tmp, n, parquet=True))}},
                              {"generate": {"k": k, "max_tokens": 16, "prompt": "cot", "temperature": 0.7}},
                              {"verify": {"workers": 1}},
                              {"curate": {"decontam": decontam}},
@@ -235,6 +240,18 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
             got[name] = ([r["id"] for r in kept], [(r["id"], why) for r, why in rejected])
         assert got["local"] == got["ray"]
         assert any(why.startswith("test-leak") for _, why in got["ray"][1])
+        # load: the row groups of a sharded Parquet split read and parsed by tasks give the local Problems and rejects
+        from test_datasets import sharded_parquet
+
+        from mathforge.datasets import load
+
+        path, loaded = str(sharded_parquet(tmp_path)), {}
+        for name, imap in (("local", None), ("ray", ex.imap)):
+            rejected: list = []
+            problems = list(load("generic", path, split="train", id_field="uid", on_bad_row="skip", rejected=rejected,
+                                 imap=imap))
+            loaded[name] = ([p.to_row() for p in problems], rejected)
+        assert loaded["local"] == loaded["ray"] and len(loaded["ray"][0]) == 38 and len(loaded["ray"][1]) == 2
         # a local model's "auto" device is the cluster's (no GPU here), not the driver's guess
         from mathforge.backends.local import LocalConfig
 
