@@ -323,3 +323,5 @@ def test_budget_leases_shrink_near_the_cap_and_an_unknown_book_refuses():
     state = books.state("run/t")
     assert state["spent"] == pytest.approx(0.208) and state["reserved"] == pytest.approx(0.07)
     assert not state["exhausted"]
+    books.drop("run")
+    assert books.state("run/t") is None and books.lease("run/t", 0.01, 0.0) == 0.0

@@ -66,6 +66,11 @@ class BudgetBooks:
         if key in self.books:
             self.books[key].forfeit(reserved)
 
+    def drop(self, scope: str) -> None:
+        """Forget the books of one run (its driver is done)."""
+        for key in [k for k in self.books if k.startswith(f"{scope}/")]:
+            del self.books[key]
+
     def state(self, key: str) -> dict[str, Any] | None:
         book = self.books.get(key)
         if book is None:

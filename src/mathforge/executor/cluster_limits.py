@@ -211,6 +211,9 @@ class ClusterState:
     def budget_state(self, key: str) -> dict[str, Any] | None:
         return self.books.state(key)
 
+    def drop_budgets(self, scope: str) -> None:
+        self.books.drop(scope)
+
 
 def _counters(stats: TeacherStats) -> dict[str, float]:
     return {name: getattr(stats, name) for name in COUNTERS}

@@ -337,7 +337,7 @@ class RayExecutor:
         if cap is None or limiter is None:
             return None
         stats = getattr(sink, "stats", None)
-        pricing = Pricing(config.price_input_per_m, config.price_output_per_m)
+        pricing = Pricing(getattr(config, "price_input_per_m", 0.0), getattr(config, "price_output_per_m", 0.0))
         prior = pricing.cost(stats.prior_tokens_in, stats.prior_tokens_out) if stats is not None else 0.0
         key = budget_key(scope, teacher)
         self.ray.get(limiter.open_budget.remote(key, cap, prior))
@@ -377,6 +377,11 @@ class RayExecutor:
         # The limiter actor is shared by every run on the cluster that uses the same key (get-or-create by name):
         # it is left to end with its owner, never killed under another run.
         self.end_stage()
+        if self._limiter is not None:  # this run's budget books (the actor itself may serve other runs)
+            try:
+                self.ray.get(self._limiter.drop_budgets.remote(self.scope), timeout=10)
+            except Exception:  # the actor is gone: so are the books
+                pass
         self._limiter = None
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
