@@ -272,7 +272,8 @@ def test_budget_cap_is_one_ledger_for_three_workers(tmp_path, monkeypatch):
         assert isinstance(new_budget("t", cap, Pricing()), ClusterBudget)
         assert type(new_budget("t", None, Pricing())) is Budget  # no cap: no round trips
         with ServerThread(lifetime=60) as server:
-            fake = server.configure(ServerConfig(base_latency=0.02, per_token=0.0, min_completion=30, max_completion=30))
+            fake = server.configure(ServerConfig(base_latency=0.02, per_token=0.0, min_completion=30,
+                                                 max_completion=30))
 
             def worker(w: int) -> None:
                 reqs = [GenRequest(f"w{w}r{i:04d}".ljust(64, "0"), [{"role": "user", "content": f"{w} {i}?"}],

@@ -168,7 +168,8 @@ def test_compact_curation_equals_list_reference_and_in_memory_curate(tmp_path, m
         index=index, emit=ahead_kept.extend, reject=ahead_rejected.extend, work_dir=tmp_path, imap=lookahead)
     assert [r["id"] for r in ahead_kept] == [r["id"] for r in kept]
     assert [(r["id"], why) for r, why in ahead_rejected] == [(r["id"], why) for r, why in rejected]
-    assert {k: v for k, v in ahead_report.items() if k != "funnel"} == {k: v for k, v in report.items() if k != "funnel"}
+    assert ({k: v for k, v in ahead_report.items() if k != "funnel"}
+            == {k: v for k, v in report.items() if k != "funnel"})
 
 
 def lookahead(fn, items, window: int = 5):

@@ -2,8 +2,8 @@
 
 A stage hands the executor only the parts that may run elsewhere: a pure function over input shards
 (``map_shards``) or over batches in order (``imap``), a teacher's requests (``generate``) and the candidate search
-of near-duplicate detection (``band_candidates``). Everything that writes the run directory (shard commits, the ledger, ``state.json``) stays
-with the driver, so the executors differ in where work runs, never in what is recorded.
+of near-duplicate detection (``band_candidates``). Everything that writes the run directory (shard commits, the
+ledger, ``state.json``) stays with the driver, so the executors differ in where work runs, never in what is recorded.
 """
 
 from __future__ import annotations
