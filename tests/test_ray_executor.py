@@ -26,7 +26,7 @@ from fake_openai_server import ServerConfig, ServerThread  # noqa: E402
 from ray_cluster import NODE, kill_node, local_cluster, loopback_env  # noqa: E402
 from test_crash_safety import ok_keys  # noqa: E402  (answered ledger keys, as the fake server names them)
 
-from mathforge.errors import ConfigError  # noqa: E402
+from mathforge.errors import ConfigError, IncompleteRunError  # noqa: E402
 from mathforge.executor import LocalExecutor, make_executor  # noqa: E402
 from mathforge.pipeline.recipe import parse_recipe  # noqa: E402
 from mathforge.pipeline.runner import run_recipe  # noqa: E402
@@ -277,7 +277,9 @@ def test_a_budget_cap_holds_for_the_workers_together(cluster, server, tmp_path):
     recipe = parse_recipe(api_recipe(tmp_path, server.url, n, stages=stages, concurrency=2,
                                      price_output_per_m=10_000, budget=cap))
     before = server.fake.total
-    out = run_recipe(recipe, tmp_path / "run", executor="ray", address=cluster.address, allow_partial=True)
+    with pytest.raises(IncompleteRunError) as stopped:  # the rest stays unsent: exit code 3, as locally
+        run_recipe(recipe, tmp_path / "run", executor="ray", address=cluster.address)
+    out = stopped.value.summary
     answered = len(ok_keys(tmp_path / "run" / "ledger.sqlite"))
     fake = out["stages"]["generate"]["teachers"]["fake"]
     assert server.fake.total - before == answered == fake["done"]  # nothing sent that was not kept
