@@ -116,12 +116,24 @@ def test_threads_follow_the_load(monkeypatch):
     from mathforge.backends import local
 
     monkeypatch.setattr(local.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
-    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.1, 0, 0))
+    monkeypatch.setattr(local, "_runnable_others", lambda: 0.0)
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (14.0, 0, 0))  # a lagging average does not count
     assert local.free_cores() == 2
-    monkeypatch.setattr(local.os, "getloadavg", lambda: (14.0, 0, 0))
+    monkeypatch.setattr(local, "_runnable_others", lambda: 3.0)
     assert local.free_cores() == 1
-    monkeypatch.setattr(local.os, "getloadavg", lambda: (2.2, 0, 0))
-    assert local.free_cores(own=2) == 2  # our own two busy threads are not "other processes"
+    monkeypatch.setattr(local, "_runnable_others", lambda: None)  # no /proc/stat: the load average stands in
+    assert local.free_cores() == 1
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.2, 0, 0))
+    assert local.free_cores() == 2
+
+
+def test_runnable_threads_are_read_from_the_kernel():
+    from mathforge.backends import local
+
+    others = local._runnable_others(samples=3)
+    if others is None:
+        pytest.skip("no /proc/stat here")
+    assert others >= 0 and others == int(others)
 
 
 def test_identity_names_the_weight_quantisation():
