@@ -113,7 +113,7 @@ class LocalBackend(Backend):
             ids = {k: tok(p, add_special_tokens=False).input_ids for k, p in prompts.items()}
             for group in groups.values():
                 RefillGenerator(self._model, tok, _eos_ids(tok, self._model), self.config.batch_size,
-                                on_refill=None if self.config.threads else self._set_threads).run(group, ids, sink)
+                                retune=None if self.config.threads else self._set_threads).run(group, ids, sink)
             return
         for group in groups.values():
             group.sort(key=lambda r: -lengths[r.key])
