@@ -244,8 +244,8 @@ def _arch(gguf):
     return gguf.MODEL_ARCH.LLAMA, 30
 
 
-@pytest.mark.parametrize("spread", [2.0, 0.05])  # peaked (nucleus within the top 64) and flat (it is not)
-def test_nucleus_sampling_draws_what_transformers_top_p_defines(spread):
+@pytest.mark.parametrize("spread,top_p", [(2.0, 0.9), (0.05, 0.9), (2.0, 1.0)])  # nucleus within the top 64 or
+def test_nucleus_sampling_draws_what_transformers_top_p_defines(spread, top_p):  # not; no top-p
     """The refill loop's sampler against transformers' temperature + top-p warpers: same support, same frequencies."""
     torch = pytest.importorskip("torch")
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
@@ -254,13 +254,14 @@ def test_nucleus_sampling_draws_what_transformers_top_p_defines(spread):
 
     torch.manual_seed(0)
     logits = torch.randn(1, 300) * spread / 0.1
-    expected = torch.softmax(TopPLogitsWarper(0.9)(None, TemperatureLogitsWarper(0.7)(None, logits.clone())), -1)[0]
+    scaled = TemperatureLogitsWarper(0.7)(None, logits.clone())
+    expected = torch.softmax(TopPLogitsWarper(top_p)(None, scaled) if top_p < 1 else scaled, -1)[0]
     sampler = RefillGenerator.__new__(RefillGenerator)
     sampler.torch = torch
     rows = [_Row(None, 0, torch.Generator().manual_seed(i), 0.0) for i in range(4000)]
     counts = torch.zeros(300)
     for _ in range(5):
-        counts += torch.bincount(sampler._sample(logits.expand(len(rows), -1), rows, (0.7, 0.9)), minlength=300)
+        counts += torch.bincount(sampler._sample(logits.expand(len(rows), -1), rows, (0.7, top_p)), minlength=300)
     seen = counts / counts.sum()
     assert set(seen.nonzero().flatten().tolist()) <= set(expected.nonzero().flatten().tolist())
     # total variation over 20,000 draws, against that of 20,000 draws by torch.multinomial from the expected law

@@ -270,9 +270,13 @@ class RefillGenerator:
         temperature, top_p = warp
         probs = torch.softmax(logits.float() / temperature, dim=-1)
         uniform = torch.cat([torch.rand(1, generator=row.generator) for row in rows])
-        picked = torch.empty(len(rows), dtype=torch.long)
         vocab = probs.shape[-1]
-        todo, k = torch.arange(len(rows)), (min(NUCLEUS_K, vocab) if top_p < 1 else vocab)
+        if top_p >= 1:  # the whole distribution: no ranking needed
+            cdf = probs.cumsum(dim=-1)
+            at = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1), right=True).clamp(max=vocab - 1)
+            return at.squeeze(1)
+        picked = torch.empty(len(rows), dtype=torch.long)
+        todo, k = torch.arange(len(rows)), min(NUCLEUS_K, vocab)
         while len(todo):
             top, ids = torch.topk(probs[todo], k, dim=-1)
             covered = top.sum(dim=-1) >= top_p if k < vocab else torch.ones(len(todo), dtype=torch.bool)
