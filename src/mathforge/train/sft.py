@@ -171,6 +171,8 @@ def _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed
     # transformers 5 renamed gradient_checkpointing (now a deprecated alias) to activation_checkpointing
     fields = {f.name for f in dataclasses.fields(trl.SFTConfig)}
     ckpt_field = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    if not interactive():  # TRL's dataset preparation ("Tokenizing train dataset: 0%...") is datasets' bars
+        datasets.disable_progress_bars()
 
     def shape(rows: list[dict[str, Any]]):
         rows = [to_prompt_completion(r) for r in rows] if masking == "completion_only_loss" else rows
@@ -209,6 +211,7 @@ def _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed
         run_name=cfg.run_name,
         seed=cfg.seed if cfg.seed is not None else seed,
         include_num_input_tokens_seen="non_padding",
+        disable_tqdm=not interactive(),
     )
     kwargs.update(cfg.trainer_args)
     try:
@@ -224,6 +227,14 @@ def _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed
         peft_config=lora_config(cfg),
         callbacks=[LogHistoryWriter(out / LOG_FILE), *callbacks],
     )
+
+
+def interactive() -> bool:
+    """True when stderr is a terminal: the trainer's tqdm bar there; in a log file or CI output its plain per-log
+    lines instead (a bar redrawn into a file is one unreadable line per refresh)."""
+    import sys
+
+    return sys.stderr.isatty()
 
 
 def _final_metrics(trainer: Any, result: Any, seconds: float, device: str) -> dict[str, Any]:
