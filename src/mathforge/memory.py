@@ -28,9 +28,12 @@ def _malloc_trim() -> Any:
 
 
 def release_free_memory() -> None:
-    """Return the C heap's and Arrow's free pages to the OS (what is still in use is untouched)."""
+    """Collect cyclic garbage, then return the C heap's and Arrow's free pages to the OS (what is in use stays)."""
+    import gc
+
     import pyarrow as pa
 
+    gc.collect()  # cycles (a task and its context, an exception and its frames) otherwise wait for a full collection
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
