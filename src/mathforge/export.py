@@ -98,8 +98,8 @@ def sorted_unique(chunks: list[pa.Array]) -> pa.Array:
 
 
 def held_out_of(ids: pa.Array, fraction: float, seed: int) -> set[str]:
-    """``split_problems`` over ids already unique and sorted in an Arrow array (an export's problems are kept there,
-    not as Python strings: one surviving string per row of every batch fragmented the heap, ~1.7 KB per problem).
+    """``split_problems`` over ids already unique and sorted in an Arrow array (an export keeps its problems there:
+    a few bytes each, instead of a set of Python strings that outlive each batch among its freed objects).
     The shuffle permutes positions, which depend on the count alone, so the ids picked are those of the list form."""
     if fraction <= 0 or len(ids) < 2:
         return set()
