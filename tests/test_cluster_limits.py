@@ -227,3 +227,102 @@ def test_a_lost_actor_is_waited_for_and_relearns_the_workers_config():
         assert handle.state.budgets["key"].requests.per_minute == 1200  # this worker's config came back with it
 
     asyncio.run(main())
+
+
+class SerialHandle:
+    """The limits actor answered in this process for workers on several threads, one call at a time (as an actor)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.state = ClusterState()
+        lock = threading.Lock()
+        for name in ("lease", "budget_lease", "budget_charge", "budget_release", "budget_forfeit"):
+            fn = getattr(self.state, name)
+
+            def serial(*args, fn=fn):
+                with lock:
+                    return fn(*args)
+
+            setattr(self, name, _Remote(serial))
+
+
+def test_budget_cap_is_one_ledger_for_three_workers(tmp_path, monkeypatch):
+    """Three workers' engines (the real backend, as ``install`` sets a worker up) send concurrently under one
+    $0.60 cap: together they stop at it, where each holding the cap alone would spend ~3x it."""
+    import threading
+
+    from mathforge.backends.base import GenRequest, SamplingParams
+    from mathforge.backends.openai_api import OpenAIBackend, OpenAIConfig
+    from mathforge.engine.accounting import Budget, Pricing, new_budget
+    from mathforge.executor.cluster_budget import ClusterBudget, budget_key
+    from mathforge.generate import LedgerSink
+    from mathforge.store.ledger import Ledger
+
+    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test-budget")
+    handle = SerialHandle()
+    cap, per_request = 0.60, 0.03  # 30 output tokens at $1,000 per million; the worst case (40 tokens) is $0.04
+    handle.state.open_budget(budget_key("run1", "t"), cap, 0.0)
+    params = SamplingParams(temperature=0.7, top_p=1.0, max_tokens=40, seed=0)
+    config = OpenAIConfig(model="fake", api_key_env="TEST_OPENAI_KEY", max_concurrency=2, price_output_per_m=1000,
+                          budget=cap, resend_share=0)
+    sinks, errors = [], []
+    install(handle, "run1")
+    try:
+        assert isinstance(new_budget("t", cap, Pricing()), ClusterBudget)
+        assert type(new_budget("t", None, Pricing())) is Budget  # no cap: no round trips
+        with ServerThread(lifetime=60) as server:
+            fake = server.configure(ServerConfig(base_latency=0.02, per_token=0.0, min_completion=30,
+                                                 max_completion=30))
+
+            def worker(w: int) -> None:
+                reqs = [GenRequest(f"w{w}r{i:04d}".ljust(64, "0"), [{"role": "user", "content": f"{w} {i}?"}],
+                                   params, 0) for i in range(20)]
+                ledger = Ledger(tmp_path / f"ledger{w}.sqlite")
+                ledger.register((r.key, "t", "fake", {"i": i}) for i, r in enumerate(reqs))
+                sinks.append(sink := LedgerSink(ledger))
+                try:
+                    OpenAIBackend("t", config.model_copy(update={"base_url": server.url})).generate(reqs, sink)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=worker, args=(w,)) for w in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+    finally:
+        install(None)
+    assert not errors and len(sinks) == 3
+    answered = sum(s.stats.done for s in sinks)
+    spent = sum(s.stats.spend for s in sinks)
+    book = handle.state.budget_state(budget_key("run1", "t"))
+    assert fake.total == answered and spent == pytest.approx(answered * per_request)
+    assert spent <= cap + 1e-9 and book["spent"] == pytest.approx(spent)  # the three together, not each
+    # stopped at the cap, less at most what was in flight and what one lease per worker held back
+    assert answered >= (cap - 3 * 2 * 0.04 - 3 * 0.04) / per_request
+    assert book["exhausted"] and book["reserved"] == pytest.approx(0.0)  # every reservation settled or released
+    assert all(s.stats.stopped for s in sinks if s.stats.done < 20)
+    assert isinstance(new_budget("t", cap, Pricing()), Budget) and type(new_budget("t", cap, Pricing())) is Budget
+
+
+def test_budget_leases_shrink_near_the_cap_and_an_unknown_book_refuses():
+    from mathforge.executor.cluster_budget import LEASE_SHARE, BudgetBooks
+
+    books = BudgetBooks()
+    assert books.lease("run/t", 0.01, 0.07) == 0.0  # a restarted actor has no book: refuse, never pass the cap
+    books.open("run/t", 1.00, spent=0.20)  # the ledger already holds $0.20
+    assert books.lease("run/t", 0.01, 0.07) == pytest.approx(0.08)  # far from the cap: the whole lease
+    books.charge("run/t", 0.01, 0.008)
+    books.open("run/u", 0.10, spent=0.0)
+    first = books.lease("run/u", 0.04, 0.28)
+    assert first == pytest.approx(0.04 + 0.06 / LEASE_SHARE)  # near it: a share of the room beyond the need
+    books.lease("run/u", 0.04, 0.28)
+    assert books.lease("run/u", 0.04, 0.28) == 0.0 and books.state("run/u")["exhausted"]
+    books.release("run/u", first)  # a worker's unused lease comes back and serves the next one
+    assert books.lease("run/u", 0.04, 0.0) == pytest.approx(0.04)
+    state = books.state("run/t")
+    assert state["spent"] == pytest.approx(0.208) and state["reserved"] == pytest.approx(0.07)
+    assert not state["exhausted"]
+    books.drop("run")
+    assert books.state("run/t") is None and books.lease("run/t", 0.01, 0.0) == 0.0

@@ -160,6 +160,32 @@ def test_compact_curation_equals_list_reference_and_in_memory_curate(tmp_path, m
     assert report["dedup_problems"] == whole.report["dedup_problems"]
     assert funnel.records_out == len(want_kept)
 
+    # The per-batch step prepared ahead on "workers" (as the Ray executor's imap does: batches taken several ahead,
+    # the step and its results pickled across): the same records, rejects and reasons, in the same order.
+    ahead_kept, ahead_rejected = [], []
+    _, ahead_report = streaming.curate_stream(
+        [("this run", (data[i:i + 7] for i in range(0, len(data), 7))), ("other", [pooled[:5], pooled[5:]])], cfg,
+        index=index, emit=ahead_kept.extend, reject=ahead_rejected.extend, work_dir=tmp_path, imap=lookahead)
+    assert [r["id"] for r in ahead_kept] == [r["id"] for r in kept]
+    assert [(r["id"], why) for r, why in ahead_rejected] == [(r["id"], why) for r, why in rejected]
+    assert ({k: v for k, v in ahead_report.items() if k != "funnel"}
+            == {k: v for k, v in report.items() if k != "funnel"})
+
+
+def lookahead(fn, items, window: int = 5):
+    """An ordered map that takes ``window`` items ahead of the result it hands out, each run on a pickled copy."""
+    import pickle
+    from collections import deque
+
+    worker = pickle.loads(pickle.dumps(fn))
+    taken: deque = deque()
+    for item in items:
+        taken.append(pickle.loads(pickle.dumps(item)))
+        if len(taken) >= window:
+            yield pickle.loads(pickle.dumps(worker(taken.popleft())))
+    while taken:
+        yield pickle.loads(pickle.dumps(worker(taken.popleft())))
+
 
 def test_key_index_codes_in_order_of_first_appearance():
     idx = KeyIndex()

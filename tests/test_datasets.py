@@ -410,3 +410,54 @@ def test_real_files_load_completely():
         assert len({p.id for p in problems}) == expected
         assert all(p.answer for p in problems), (name, split)
         assert all(p.question for p in problems)
+
+
+# --- Parquet row groups read apart (the Ray executor's load) --------------------------------------------------------
+
+
+def sharded_parquet(tmp_path: Path) -> Path:
+    """A split in two Parquet shards of several row groups, with a row missing its question and a repeated id."""
+    rows = [{"uid": f"u{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(40)]
+    rows[13]["question"] = None
+    rows[27]["uid"] = "u5"
+    (tmp_path / "d").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:25]), tmp_path / "d" / "train-00000.parquet", row_group_size=6)
+    pq.write_table(pa.Table.from_pylist(rows[25:]), tmp_path / "d" / "train-00001.parquet", row_group_size=4)
+    return tmp_path / "d"
+
+
+def spread(fn, pieces):
+    """An ordered map as a cluster runs it: pieces taken ahead, each parsed on a pickled copy of ``fn``; the first
+    one's "worker" cannot see the file (so the driver reads that piece itself)."""
+    import pickle
+
+    worker = pickle.loads(pickle.dumps(fn))
+    taken = [pickle.loads(pickle.dumps(p)) for p in pieces]
+    for i, piece in enumerate(taken):
+        yield None if i == 0 else pickle.loads(pickle.dumps(worker(piece)))
+
+
+def test_parquet_row_groups_parsed_apart_load_the_same_problems(tmp_path):
+    path = str(sharded_parquet(tmp_path))
+    opts = {"id_field": "uid", "split": "train"}
+    for kwargs in ({}, {"offset": 8, "limit": 20}, {"offset": 30}):
+        got = {}
+        for name, imap in (("here", None), ("apart", spread)):
+            rejected: list = []
+            problems = list(load("generic", path, on_bad_row="skip", rejected=rejected, imap=imap, **opts, **kwargs))
+            got[name] = ([p.to_row() for p in problems], rejected)
+        assert got["here"] == got["apart"]
+    problems, rejected = got["here"]
+    assert [p["id"] for p in problems][:2] == ["generic/u30", "generic/u31"]
+    reasons: list = []
+    full = list(load("generic", path, on_bad_row="skip", rejected=reasons, imap=spread, **opts))
+    shards = [str(tmp_path / "d" / f"train-0000{i}.parquet") for i in (0, 1)]
+    assert len(full) == 38 and [why for _, why in reasons] == [  # rows are numbered across the shards
+        f"{shards[0]}, row 14, field 'question': missing or empty",
+        f"{shards[1]}, row 28, field 'uid': duplicate id 'generic/u5' (first at row 6)",
+    ]
+    with pytest.raises(DataError) as here:
+        list(load("generic", path, **opts))
+    with pytest.raises(DataError) as apart:
+        list(load("generic", path, imap=spread, **opts))
+    assert str(here.value) == str(apart.value) and "question" in str(apart.value)

@@ -91,6 +91,36 @@ def test_refill_matches_static_generation_greedy(smollm2_backend):
 
 
 @requires_smollm2
+def test_samples_of_one_prompt_share_a_prefill(smollm2_backend):
+    """k samples of a prompt run its prefill once; each still samples its own text, as it would alone."""
+    from mathforge.backends.local import _eos_ids
+    from mathforge.backends.refill import RefillGenerator
+
+    tok, model = smollm2_backend.load()
+    p = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=8, seed=5)
+    prompts = ["What is 2 + 3?", "Name a prime number."]
+    rs = [GenRequest(f"p{j}s{i}", [{"role": "user", "content": text}], p, i) for j, text in enumerate(prompts)
+          for i in range(3)]
+    ids = {r.key: tok(render_prompt(tok, r), add_special_tokens=False).input_ids for r in rs}
+    shared = RefillGenerator(model, tok, _eos_ids(tok, model), batch_size=6)
+    sink = ListSink()
+    shared.run(rs, ids, sink)
+    assert shared.prefilled == 2 and len(sink.done) == 6
+    together = {r.key: c.text for r, c in sink.done}
+    assert len(set(together.values())) > 2  # samples of one prompt differ: each row has its own generator
+    for r in (rs[0], rs[4]):  # alone, a request samples the same text
+        alone, one = RefillGenerator(model, tok, _eos_ids(tok, model), batch_size=1), ListSink()
+        alone.run([r], ids, one)
+        assert one.done[0][1].text == together[r.key]
+
+
+def render_prompt(tok, request):
+    from mathforge.backends.chat import render
+
+    return render(tok, request.messages)
+
+
+@requires_smollm2
 def test_sampling_does_not_depend_on_batch_neighbours(smollm2_backend):
     """Each request samples from its own seeded generator: alone or with others, the same text."""
     from mathforge.backends.local import LocalBackend, LocalConfig
@@ -116,12 +146,24 @@ def test_threads_follow_the_load(monkeypatch):
     from mathforge.backends import local
 
     monkeypatch.setattr(local.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
-    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.1, 0, 0))
+    monkeypatch.setattr(local, "_runnable_others", lambda: 0.0)
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (14.0, 0, 0))  # a lagging average does not count
     assert local.free_cores() == 2
-    monkeypatch.setattr(local.os, "getloadavg", lambda: (14.0, 0, 0))
+    monkeypatch.setattr(local, "_runnable_others", lambda: 3.0)
     assert local.free_cores() == 1
-    monkeypatch.setattr(local.os, "getloadavg", lambda: (2.2, 0, 0))
-    assert local.free_cores(own=2) == 2  # our own two busy threads are not "other processes"
+    monkeypatch.setattr(local, "_runnable_others", lambda: None)  # no /proc/stat: the load average stands in
+    assert local.free_cores() == 1
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.2, 0, 0))
+    assert local.free_cores() == 2
+
+
+def test_runnable_threads_are_read_from_the_kernel():
+    from mathforge.backends import local
+
+    others = local._runnable_others(samples=3)
+    if others is None:
+        pytest.skip("no /proc/stat here")
+    assert others >= 0 and others == int(others)
 
 
 def test_identity_names_the_weight_quantisation():
@@ -200,3 +242,42 @@ def test_a_gguf_file_is_parsed_once_per_load():
 
 def _arch(gguf):
     return gguf.MODEL_ARCH.LLAMA, 30
+
+
+@pytest.mark.parametrize("spread,top_p", [(2.0, 0.9), (0.05, 0.9), (2.0, 1.0)])  # nucleus within the top 64 or
+def test_nucleus_sampling_draws_what_transformers_top_p_defines(spread, top_p):  # not; no top-p
+    """The refill loop's sampler against transformers' temperature + top-p warpers: same support, same frequencies."""
+    torch = pytest.importorskip("torch")
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from mathforge.backends.refill import RefillGenerator, _Row
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 300) * spread / 0.1
+    scaled = TemperatureLogitsWarper(0.7)(None, logits.clone())
+    expected = torch.softmax(TopPLogitsWarper(top_p)(None, scaled) if top_p < 1 else scaled, -1)[0]
+    sampler = RefillGenerator.__new__(RefillGenerator)
+    sampler.torch = torch
+    rows = [_Row(None, 0, torch.Generator().manual_seed(i), 0.0) for i in range(4000)]
+    counts = torch.zeros(300)
+    for _ in range(5):
+        counts += torch.bincount(sampler._sample(logits.expand(len(rows), -1), rows, (0.7, top_p)), minlength=300)
+    seen = counts / counts.sum()
+    assert set(seen.nonzero().flatten().tolist()) <= set(expected.nonzero().flatten().tolist())
+    # total variation over 20,000 draws, against that of 20,000 draws by torch.multinomial from the expected law
+    reference = torch.bincount(torch.multinomial(expected, 20000, replacement=True), minlength=300) / 20000
+    noise = 0.5 * (reference - expected).abs().sum()
+    assert 0.5 * (seen - expected).abs().sum() < 1.5 * noise + 0.01
+
+
+def test_prefill_chunks_group_prompts_of_similar_length():
+    from mathforge.backends.refill import prefill_chunks
+
+    lengths = [169, 160, 158, 120, 118, 117, 60, 59]
+    chunks = prefill_chunks(lengths)
+    assert sorted(i for c in chunks for i in c) == list(range(8))
+    for c in chunks:  # each chunk wastes at most 10% of its padded tokens
+        width = lengths[c[0]]
+        assert width * len(c) - sum(lengths[i] for i in c) <= 0.1 * width * len(c)
+    assert chunks == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert [len(c) for c in prefill_chunks([100] * 40)] == [16, 16, 8]

@@ -26,7 +26,7 @@ from fake_openai_server import ServerConfig, ServerThread  # noqa: E402
 from ray_cluster import NODE, kill_node, local_cluster, loopback_env  # noqa: E402
 from test_crash_safety import ok_keys  # noqa: E402  (answered ledger keys, as the fake server names them)
 
-from mathforge.errors import ConfigError  # noqa: E402
+from mathforge.errors import ConfigError, IncompleteRunError  # noqa: E402
 from mathforge.executor import LocalExecutor, make_executor  # noqa: E402
 from mathforge.pipeline.recipe import parse_recipe  # noqa: E402
 from mathforge.pipeline.runner import run_recipe  # noqa: E402
@@ -54,24 +54,39 @@ def api_key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
 
 
-def problems_file(tmp: Path, n: int) -> Path:
+def problems_file(tmp: Path, n: int, parquet: bool = False) -> Path:
+    # every third answer is wrong for the server's "The answer is 5.": verdicts differ per problem
+    rows = [{"question": f"What is {i} plus {5 - i}?", "answer": "5" if i % 3 else "6"} for i in range(n)]
+    if parquet:  # row groups of 8: under Ray, load reads and parses them as tasks
+        import pyarrow as pa
+
+        path = tmp / "problems.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=8)
+        return path
     path = tmp / "problems.jsonl"
-    with open(path, "w") as f:
-        for i in range(n):
-            # every third answer is wrong for the server's "The answer is 5.": verdicts differ per problem
-            f.write(json.dumps({"question": f"What is {i} plus {5 - i}?", "answer": "5" if i % 3 else "6"}) + "\n")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def api_recipe(tmp: Path, url: str, n: int, *, k: int = 2, stages: list | None = None, concurrency: int = 4) -> dict:
+def benchmark_file(tmp: Path) -> Path:
+    """A benchmark holding three of the problems: their samples are rejected as test leaks."""
+    path = tmp / "bench.jsonl"
+    path.write_text("".join(json.dumps({"question": f"What is {i} plus {5 - i}?", "answer": "5"}) + "\n"
+                            for i in (4, 7, 11)))
+    return path
+
+
+def api_recipe(tmp: Path, url: str, n: int, *, k: int = 2, stages: list | None = None, concurrency: int = 4,
+               **teacher: object) -> dict:
+    decontam = {"benchmarks": [{"name": "generic", "path": str(benchmark_file(tmp)), "split": None}]}
     return {
         "name": "ray-api",
         "teachers": {"fake": {"backend": "openai", "model": "fake", "base_url": url, "api_key_env": KEY_ENV,
-                              "max_concurrency": concurrency, "resend_share": 0}},
-        "stages": stages or [{"load": {"dataset": "generic", "path": str(problems_file(tmp, n))}},
+                              "max_concurrency": concurrency, "resend_share": 0, **teacher}},
+        "stages": stages or [{"load": {"dataset": "generic", "path": str(problems_file(tmp, n, parquet=True))}},
                              {"generate": {"k": k, "max_tokens": 16, "prompt": "cot", "temperature": 0.7}},
                              {"verify": {"workers": 1}},
-                             {"curate": {"decontam": {"enabled": False}}},
+                             {"curate": {"decontam": decontam}},
                              {"export": {"formats": ["jsonl"]}}],
     }
 
@@ -87,6 +102,7 @@ def outputs(run: Path) -> dict[str, list]:
         "samples": table(run / "generate.parquet", "id", "request_key", "text", "tokens_out"),
         "verdicts": table(run / "verified.parquet", "id", "correct", "extracted"),
         "curated": table(run / "curated.parquet", "id"),
+        "rejected": table(run / "rejected.parquet", "stage", "record_id", "reason"),
         "export": sorted((run / "export" / "sft.jsonl").read_text().splitlines()),
     }
 
@@ -162,15 +178,29 @@ def test_api_recipe_on_the_cluster_equals_the_local_run(cluster, server, tmp_pat
     assert a == b
     assert len(a["samples"]) == 60 and 0 < len(a["curated"]) < 60
     assert {v for _, v, _ in a["verdicts"]} == {True, False}
+    # curate's filters and decontamination ran as Ray tasks and dropped the same samples for the same reasons
+    reasons = {why.split(":")[0] for stage, _, why in a["rejected"] if stage == "curate"}
+    assert {"test-leak", "incorrect"} <= reasons, reasons
+    assert local["stages"]["curate"]["dropped"] == on_ray["stages"]["curate"]["dropped"]
     assert local["stages"]["verify"]["correct"] == on_ray["stages"]["verify"]["correct"]
     assert on_ray["stages"]["generate"]["teachers"]["fake"]["api_calls"] == 60  # the workers' counters came back
 
 
 def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path):
+    from test_curate_compact import LEAK_Q, fixture_rows
+
+    from mathforge.curate import CurateConfig
+    from mathforge.curate.decontam import build_index
     from mathforge.curate.dedup import near_duplicates
+    from mathforge.curate.streaming import curate_stream
     from mathforge.records import SAMPLE_SCHEMA
     from mathforge.store.shards import ShardReader, ShardWriter
 
+    bench = tmp_path / "gsm8k.jsonl"
+    bench.write_text(json.dumps({"question": LEAK_Q, "answer": "#### 18"}) + "\n", encoding="utf-8")
+    cfg = CurateConfig(decontam={"benchmarks": [{"name": "gsm8k", "path": str(bench), "split": None}]})
+    index = build_index(cfg.decontam)
+    data, pooled = fixture_rows()
     loopback_env()
     ex = make_executor("ray", cluster.address)
     try:
@@ -199,6 +229,30 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
         local = near_duplicates(sigs, 0.8)
         assert sum(h is not None for h in local) > 20
         assert near_duplicates(sigs, 0.8, find_candidates=ex.band_candidates) == local
+        # curate's per-batch step (filters, benchmark lookups, signatures) as Ray tasks over batches taken ahead
+        # of the driver: the same records kept and the same rejects, reasons and order as in this process
+        mapped = list(ex.imap(_Upper(), ([{"text": f"t{i}"}] for i in range(20))))
+        assert mapped == [[{"text": f"T{i}"}] for i in range(20)]
+        got = {}
+        for name, imap in (("local", None), ("ray", ex.imap)):
+            kept, rejected = [], []
+            curate_stream([("this run", (data[i:i + 7] for i in range(0, len(data), 7))), ("other", [pooled])],
+                          cfg, index=index, emit=kept.extend, reject=rejected.extend, work_dir=tmp_path, imap=imap)
+            got[name] = ([r["id"] for r in kept], [(r["id"], why) for r, why in rejected])
+        assert got["local"] == got["ray"]
+        assert any(why.startswith("test-leak") for _, why in got["ray"][1])
+        # load: the row groups of a sharded Parquet split read and parsed by tasks give the local Problems and rejects
+        from test_datasets import sharded_parquet
+
+        from mathforge.datasets import load
+
+        path, loaded = str(sharded_parquet(tmp_path)), {}
+        for name, imap in (("local", None), ("ray", ex.imap)):
+            rejected: list = []
+            problems = list(load("generic", path, split="train", id_field="uid", on_bad_row="skip", rejected=rejected,
+                                 imap=imap))
+            loaded[name] = ([p.to_row() for p in problems], rejected)
+        assert loaded["local"] == loaded["ray"] and len(loaded["ray"][0]) == 38 and len(loaded["ray"][1]) == 2
         # a local model's "auto" device is the cluster's (no GPU here), not the driver's guess
         from mathforge.backends.local import LocalConfig
 
@@ -211,6 +265,28 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
 class _Upper:
     def __call__(self, rows):
         return [{**r, "text": r["text"].upper()} for r in rows]
+
+
+def test_a_budget_cap_holds_for_the_workers_together(cluster, server, tmp_path):
+    """Three API workers (one per node, a 32-request chunk each) under one $2.40 cap: together they stop at it
+    (one ledger of spend in the cluster limits actor), where a cap held by each worker would let each spend it."""
+    n, cap, per_request, worst = 90, 2.40, 0.12, 0.16  # 12 completion tokens at $10,000 per million; max_tokens 16
+    server.configure(FIXED)
+    stages = [{"load": {"dataset": "generic", "path": str(problems_file(tmp_path, n))}},
+              {"generate": {"k": 1, "max_tokens": 16, "prompt": "cot"}}]
+    recipe = parse_recipe(api_recipe(tmp_path, server.url, n, stages=stages, concurrency=2,
+                                     price_output_per_m=10_000, budget=cap))
+    before = server.fake.total
+    with pytest.raises(IncompleteRunError) as stopped:  # the rest stays unsent: exit code 3, as locally
+        run_recipe(recipe, tmp_path / "run", executor="ray", address=cluster.address)
+    out = stopped.value.summary
+    answered = len(ok_keys(tmp_path / "run" / "ledger.sqlite"))
+    fake = out["stages"]["generate"]["teachers"]["fake"]
+    assert server.fake.total - before == answered == fake["done"]  # nothing sent that was not kept
+    assert answered * per_request <= cap + 1e-9 and fake["spend_usd"] == pytest.approx(answered * per_request)
+    # at the cap, less at most what was in flight (3 workers x 2) and what one lease per worker held back
+    assert answered >= (cap - 3 * 2 * worst - 3 * worst) / per_request
+    assert "cluster-wide" in fake["stopped"]
 
 
 def test_a_worker_node_lost_mid_generation_loses_nothing_and_repays_only_in_flight(cluster, server, tmp_path):

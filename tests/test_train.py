@@ -82,7 +82,7 @@ def test_assistant_only_loss_when_trl_knows_the_template(smol_dir, data_file, tm
     assert trained.strip() == "2 + 3 = 5. The answer is 5.<|im_end|>"
 
 
-def test_lora_overfits_and_the_adapter_loads_and_generates(smol_dir, data_file, tmp_path):
+def test_lora_overfits_and_the_adapter_loads_and_generates(smol_dir, data_file, tmp_path, capfd):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -91,6 +91,10 @@ def test_lora_overfits_and_the_adapter_loads_and_generates(smol_dir, data_file, 
     from mathforge.train.sft import train
 
     m = train(tiny(smol_dir, data_file, tmp_path / "run", merge=True))
+    printed = capfd.readouterr()
+    # stderr is not a terminal here: plain per-log lines, no tqdm bar redrawn into the log
+    assert "it/s]" not in printed.err + printed.out and "s/it]" not in printed.err + printed.out
+    assert "'loss'" in printed.err + printed.out
     losses = [r["loss"] for r in read_log_history(tmp_path / "run") if "loss" in r]
     assert len(losses) == 4 and losses[-1] < 0.5 * losses[0], losses
     assert all("learning_rate" in r for r in read_log_history(tmp_path / "run") if "loss" in r)

@@ -392,24 +392,9 @@ def test_killing_mathforge_leaves_no_sandbox_behind(tmp_path):
     )
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
-    try:
-        inside: list[int] = []
-        deadline = time.monotonic() + 180  # importing mathforge and the first ldd scan are slow on a loaded machine
-        while not inside and time.monotonic() < deadline:
-            time.sleep(0.1)
-            inside = _descendants(proc.pid)
-        assert inside, "the sandbox never started"
-        proc.kill()
-        proc.wait()
-        deadline = time.monotonic() + 5
-        while (alive := [p for p in inside if _alive(p)]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert alive == [], f"sandbox processes outlived mathforge: {alive}"
-        assert list(tmp_path.iterdir()) == []  # nothing left on disk either
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # importing mathforge and the first ldd scan are slow on a loaded machine
+    _kill_and_check_survivors(proc, lambda: _descendants(proc.pid), "sandbox processes", start_s=180)
+    assert list(tmp_path.iterdir()) == []  # nothing left on disk either
 
 
 def test_a_child_dies_with_mathforge_even_before_bubblewrap_runs(tmp_path):
@@ -426,19 +411,24 @@ def test_a_child_dies_with_mathforge_even_before_bubblewrap_runs(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    _kill_and_check_survivors(proc, lambda: [p for p in _tree(proc.pid) if token.encode() in _cmdline(p)], "a child")
+
+
+def _kill_and_check_survivors(proc: subprocess.Popen, find, what: str, *, start_s: float = 120) -> None:
+    """Wait until ``find()`` names processes below ``proc``, SIGKILL ``proc``, and assert that they all die too."""
     try:
         found: list[int] = []
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + start_s
         while not found and time.monotonic() < deadline:
             time.sleep(0.1)
-            found = [p for p in _tree(proc.pid) if token.encode() in _cmdline(p)]
-        assert found, "the child never started"
+            found = find()
+        assert found, f"{what} never started"
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 10
         while (alive := [p for p in found if _alive(p)]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert alive == [], f"a child outlived mathforge: {alive}"
+        assert alive == [], f"{what} outlived mathforge: {alive}"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -97,7 +97,7 @@ class LocalBackend(Backend):
 
     def _set_threads(self) -> None:
         torch = require("torch", "local")
-        want = self.config.threads or free_cores(torch.get_num_threads() if self._model is not None else 0)
+        want = self.config.threads or free_cores()
         if want != torch.get_num_threads():
             torch.set_num_threads(want)
 
@@ -113,7 +113,7 @@ class LocalBackend(Backend):
             ids = {k: tok(p, add_special_tokens=False).input_ids for k, p in prompts.items()}
             for group in groups.values():
                 RefillGenerator(self._model, tok, _eos_ids(tok, self._model), self.config.batch_size,
-                                on_refill=None if self.config.threads else self._set_threads).run(group, ids, sink)
+                                retune=None if self.config.threads else self._set_threads).run(group, ids, sink)
             return
         for group in groups.values():
             group.sort(key=lambda r: -lengths[r.key])
@@ -163,17 +163,37 @@ class LocalBackend(Backend):
         self._tok = self._model = None
 
 
-def free_cores(own: int = 0) -> int:
-    """Cores that other processes leave free (1-minute load average less our own ``own`` busy threads), at least 1.
+def free_cores() -> int:
+    """Cores that other processes leave free right now, at least 1.
 
     Two threads on a machine whose two cores are busy spend most of their time waiting for each other: measured 9x
-    the CPU time per decode step of one thread (bench/results/local_backend.md)."""
+    the CPU time per decode step of one thread (bench/results/local_backend.md). "Right now" is the kernel's count of
+    runnable threads (``procs_running``, median of a few samples over ~40 ms) less this calling thread: the 1-minute
+    load average lags by minutes, so just after ``pip install`` or a test run it took one core from an idle machine.
+    Without ``/proc/stat`` the load average stands in."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        others = max(0.0, os.getloadavg()[0] - own)
-    except OSError:  # no load average on this platform
-        return cores
+    others = _runnable_others()
+    if others is None:
+        try:
+            others = os.getloadavg()[0]
+        except OSError:  # no load average on this platform
+            return cores
     return max(1, min(cores, round(cores - others)))
+
+
+def _runnable_others(samples: int = 5) -> float | None:
+    """Runnable threads other than the caller (median over ``samples`` reads 10 ms apart), or None off Linux."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat", "rb") as f:
+                line = next(x for x in f if x.startswith(b"procs_running "))
+        except (OSError, StopIteration):
+            return None
+        counts.append(int(line.split()[1]) - 1)
+        if i + 1 < samples:
+            time.sleep(0.01)
+    return max(0.0, float(sorted(counts)[len(counts) // 2]))
 
 
 def quantize_linear(model, kind: str):

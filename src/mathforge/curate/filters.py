@@ -138,15 +138,23 @@ def apply_filters(
     rows: list[dict[str, Any]], filters: list[Callable[[dict[str, Any]], Verdict]]
 ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
     """Run the filters in order over each row; the first that drops a row gives the reason."""
+    kept, rejected = filter_positions(rows, filters)
+    return [rows[i] for i in kept], [(rows[i], reason) for i, reason in rejected]
+
+
+def filter_positions(
+    rows: list[dict[str, Any]], filters: list[Callable[[dict[str, Any]], Verdict]]
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """``apply_filters`` by position: the indices of the rows kept, and (index, reason) of those dropped."""
     kept, rejected = [], []
-    for row in rows:
+    for i, row in enumerate(rows):
         for f in filters:
             verdict = f(row)
             if verdict is True or (isinstance(verdict, tuple) and verdict[0]):
                 continue
             reason = verdict[1] if isinstance(verdict, tuple) else f"{getattr(f, 'name', 'filter')}: dropped"
-            rejected.append((row, reason))
+            rejected.append((i, reason))
             break
         else:
-            kept.append(row)
+            kept.append(i)
     return kept, rejected

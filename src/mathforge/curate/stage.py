@@ -101,7 +101,8 @@ class CurateStage(Stage):
         writer = ctx.output("samples")
         with RejectedWriter(ctx.run_dir, self.stage_id) as rejects:
             funnel, result = curate_stream(sources, cfg, index=index, emit=writer.write, reject=rejects.add,
-                                           work_dir=ctx.run_dir, find_candidates=ctx.executor.band_candidates)
+                                           work_dir=ctx.run_dir, find_candidates=ctx.executor.band_candidates,
+                                           imap=ctx.executor.imap)
         report = {"stage": self.stage_id, "input": source.path.name, "input_stage": source.producer,
                   "config": mask_config(cfg.model_dump(mode="json")), "pooled": [str(p) for p in cfg.pool], **result}
         ctx.output_file("report").write_text(json.dumps(report, indent=1), encoding="utf-8")

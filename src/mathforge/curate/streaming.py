@@ -9,7 +9,8 @@ MinHash signatures themselves (512 bytes per text at 128 permutations) are appen
 back a row at a time to confirm candidates. Record bodies are spooled to scratch files between passes, never held:
 pass 1 filters, decontaminates and spools survivors; dedup decides on the keys; pass 2 streams the spool,
 rejecting duplicates and partitioning the rest by problem into buckets of at most ``RFT_BUCKET`` records, each
-selected in memory and emitted.
+selected in memory and emitted. Pass 1's per-record work (filters, benchmark lookups, MinHash signatures,
+``curate/prepare.py``) is pure and runs where the executor puts it: here, or as Ray tasks, a batch each.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import shutil
 import tempfile
 import time
 from array import array
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +31,8 @@ import numpy as np
 
 from mathforge.curate.decontam import BenchmarkIndex, Hit
 from mathforge.curate.compact import KeyIndex, Strings, cluster_roots, cluster_stats, digests, first_occurrence
-from mathforge.curate.dedup import SignatureStore, near_duplicate_links, normalize, signatures
-from mathforge.curate.filters import apply_filters, build_filters
-from mathforge.curate.ngrams import tokenize
+from mathforge.curate.dedup import SignatureStore, near_duplicate_links, normalize
+from mathforge.curate.prepare import Batch, Prepared, Preparer
 from mathforge.curate.rft import select_paths
 
 Rows = list[dict[str, Any]]
@@ -109,6 +109,10 @@ class _Timer:
         self.seconds[step] += now - self._t
         self._t = now
 
+    def restart(self) -> None:
+        """Start the next lap now (the time since the last one was spent elsewhere, and counted there)."""
+        self._t = time.perf_counter()
+
 
 def _digests(texts: Iterable[str | None]) -> bytes:
     """16-byte digests of the normalised texts (what an exact duplicate shares), concatenated."""
@@ -132,7 +136,6 @@ class _Curation:
                  find_candidates: Callable[..., dict[int, set[int]]] | None = None):
         self.cfg, self.index, self.work = cfg, index, work
         self.find_candidates = find_candidates  # the executor's LSH candidate search (None: in this process)
-        self.filters = build_filters(cfg.filters)
         self.timer = _Timer()
         self.dropped: dict[str, Counter] = defaultdict(Counter)
         self.records_in = 0
@@ -173,7 +176,12 @@ class _Curation:
         return codes
 
     # -- pass 1 ------------------------------------------------------------------------------------------------------
-    def pass1(self, source: int, name: str, rows: Rows, reject: Callable[[Rejects], None]) -> None:
+    # A batch is taken in (duplicate ids across the pool: driver state), prepared (filters, benchmark lookups,
+    # signatures: pure, wherever the executor runs it), then absorbed in the order taken (problem codes, one check
+    # per problem, the spool). With batches prepared ahead, a problem may be checked by two batches in flight: the
+    # driver keeps the first answer, so the outcome is the one of batches prepared one after the other.
+    def take(self, source: int, name: str, rows: Rows) -> tuple[Rows, Rejects, Batch]:
+        """The rows of a batch not pooled before (and the rejects of those that were), with what to prepare."""
         self.records_in += len(rows)
         codes, new = self.sample_ids.add([str(row["id"]) for row in rows])
         kept, dup = [], []
@@ -184,23 +192,37 @@ class _Curation:
                 continue
             self.first_source.append(source)
             kept.append(row)
-        self._drop("pool", dup, reject)
         for r in kept:
             self.teachers_in[str(r.get("teacher"))] += 1
             if r.get("correct") is True:
                 self.correct_in[str(r.get("teacher"))] += 1
-        self.timer.lap("pool")
-        rows, dropped = apply_filters(kept, self.filters)
-        self._drop("filters", dropped, reject)
-        self.timer.lap("filters")
-        codes = self.problem_codes(rows)
-        tokens = tokenize([r.get("text") for r in rows])
+        pids = list(dict.fromkeys(str(r["problem_id"]) for r in kept))
+        known = self.problems.lookup(pids).tolist()
+        check: set[str] = set()
         if self.cfg.decontam.enabled and self.index is not None:
-            keep = self._decontaminate(rows, codes, tokens, reject)
+            check = {p for p, c in zip(pids, known) if c < 0 or not self.checked[c]}
+        sign: set[str] = set()
+        if self.prob_sigs is not None:
+            sign = {p for p, c in zip(pids, known) if c < 0 or self.problem_index[c] < 0}
+        self.timer.lap("pool")
+        return kept, dup, Batch(kept, check, sign)
+
+    def absorb(self, rows: Rows, dup: Rejects, prep: Prepared, reject: Callable[[Rejects], None]) -> None:
+        """Fold a prepared batch into the curation's state and spool its survivors."""
+        self.timer.restart()
+        self.timer.seconds.update(prep.seconds)
+        self._drop("pool", dup, reject)
+        self._drop("filters", [(rows[i], reason) for i, reason in prep.dropped], reject)
+        rows = [rows[i] for i in prep.kept]
+        codes = self.problem_codes(rows)
+        sol_sigs = prep.solution_sigs
+        if self.cfg.decontam.enabled and self.index is not None:
+            keep = self._decontaminate(rows, codes, prep, reject)
             sel = np.asarray(keep, np.int64)
-            rows, codes, tokens = [rows[i] for i in keep], codes[sel], tokens.select(sel)
+            rows, codes = [rows[i] for i in keep], codes[sel]
+            sol_sigs = sol_sigs[sel] if sol_sigs is not None else None
             self.timer.lap("decontam")
-        self._register(rows, codes, tokens)  # signatures: counted as dedup time
+        self._register(rows, codes, sol_sigs, prep.question_sigs)
         self.spool.write(rows)
         self.timer.lap("dedup solutions")
 
@@ -213,21 +235,21 @@ class _Curation:
         h = self.hit_of[code]
         return None if h < 0 else Hit(*json.loads(self.hits[h]))
 
-    def _decontaminate(self, rows: Rows, codes: np.ndarray, tokens: Any, reject: Callable[[Rejects], None]) -> list[int]:
+    def _decontaminate(self, rows: Rows, codes: np.ndarray, prep: Prepared,
+                       reject: Callable[[Rejects], None]) -> list[int]:
         """Indices of the rows kept; a row whose problem or own solution overlaps a benchmark is rejected."""
-        new: dict[int, str] = {}
-        for r, c in zip(rows, codes.tolist()):
-            if not self.checked[c] and c not in new:
-                new[c] = r.get("question") or ""
         found: list[str] = []
-        for c, hit in zip(new, self.index.find(list(new.values()), whole=True)):
-            self.checked[c] = 1
+        for r, c in zip(rows, codes.tolist()):
+            if self.checked[c]:
+                continue
+            self.checked[c] = 1  # by its first row's question, as the question hits were computed
+            hit = prep.question_hits[r.get("question") or ""]
             if hit is not None:
                 self.hit_of[c] = len(self.hits) + len(found)
                 found.append(_hit_text(hit))
                 self.per_bench[hit.benchmark]["problems"] += 1
         self.hits.extend(found)
-        solution_hits = self.index.find(tokens) if self.cfg.decontam.check_solutions else [None] * len(rows)
+        solution_hits = prep.solution_hits if prep.solution_hits is not None else [None] * len(rows)
         kept, rejected = [], []
         for i, (r, c, sol_hit) in enumerate(zip(rows, codes.tolist(), solution_hits)):
             hit, side = self._hit(c), "problem"
@@ -242,9 +264,9 @@ class _Curation:
         self._drop("decontam", rejected, reject)
         return kept
 
-    def _register(self, rows: Rows, codes: np.ndarray, tokens: Any) -> None:
+    def _register(self, rows: Rows, codes: np.ndarray, sol_sigs: np.ndarray | None,
+                  question_sigs: dict[str, np.ndarray]) -> None:
         """Keep the compact keys of the survivors: ids, problem codes, digests, signatures (on disk)."""
-        dcfg = self.cfg.dedup
         self.ids.extend([str(r["id"]) for r in rows])
         self.code_of.extend(codes.tolist())
         self.text_digest += _digests(r.get("text") for r in rows)
@@ -259,9 +281,9 @@ class _Curation:
         self.problem_pids.extend(new_pids)
         self.question_digest += _digests(new_questions)
         if self.prob_sigs is not None and new_questions:
-            self.prob_sigs.append(signatures(new_questions, dcfg.shingle, dcfg.num_perm, dcfg.seed))
+            self.prob_sigs.append(np.stack([question_sigs[q] for q in new_questions]))
         if self.sol_sigs is not None and rows:
-            self.sol_sigs.append(signatures(tokens, dcfg.shingle, dcfg.num_perm, dcfg.seed))
+            self.sol_sigs.append(sol_sigs)
 
     # -- global dedup ------------------------------------------------------------------------------------------------
     def dedup_problems(self) -> tuple[dict[int, str], dict[str, Any]]:
@@ -330,17 +352,27 @@ def curate_stream(
     reject: Callable[[Rejects], None],
     work_dir: str | Path | None = None,
     find_candidates: Callable[..., dict[int, set[int]]] | None = None,
+    imap: Callable[[Callable[[Batch], Prepared], Iterable[Batch]], Iterator[Prepared]] | None = None,
 ) -> tuple[Funnel, dict[str, Any]]:
     """Curate record batches from named sources (this run's first); kept records go to ``emit`` and dropped ones,
     with their reasons, to ``reject``, batch by batch. Returns the funnel and the report. ``find_candidates``:
-    the executor's near-duplicate candidate search (see ``curate.dedup.near_duplicate_links``)."""
+    the executor's near-duplicate candidate search (see ``curate.dedup.near_duplicate_links``); ``imap``: the
+    executor's ordered map that runs the per-batch step (filters, benchmark lookups, signatures) on its workers."""
     work = Path(tempfile.mkdtemp(prefix=".curate-", suffix=".tmp", dir=work_dir))  # a kill's leftover is cleaned
     state = _Curation(cfg, index, work, find_candidates)
     state.source_names = [name for name, _ in sources]
+    taken: deque[tuple[Rows, Rejects]] = deque()  # batches handed to ``imap`` and not absorbed yet
+
+    def batches() -> Iterator[Batch]:
+        for s, (name, source) in enumerate(sources):
+            for rows in source:
+                rows, dup, batch = state.take(s, name, rows)
+                taken.append((rows, dup))
+                yield batch
+
     try:
-        for s, (name, batches) in enumerate(sources):
-            for rows in batches:
-                state.pass1(s, name, rows, reject)
+        for prep in (imap or map)(Preparer(cfg, index), batches()):
+            state.absorb(*taken.popleft(), prep, reject)
         return _finish(state, cfg, emit, reject)
     finally:
         state.close()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from mathforge.datasets.base import Loader, RowError
-from mathforge.datasets.readers import MAX_ROW_BYTES, Row, Source, open_source
+from mathforge.datasets.readers import MAX_ROW_BYTES, Piece, Row, Source, open_source, read_piece
 from mathforge.datasets.registry import get_loader
 from mathforge.errors import ConfigError, DataError
 from mathforge.records import Problem
@@ -28,6 +28,7 @@ def load(
     rejected: list[tuple[dict[str, Any], str]] | None = None,
     config: str | None = None,
     max_row_bytes: int = MAX_ROW_BYTES,
+    imap: Callable[[Callable[[Piece], Any], Iterable[Piece]], Iterator[Any]] | None = None,
     **options: Any,
 ) -> Iterator[Problem]:
     """Yield the Problems of dataset ``name`` read from ``path`` (file, directory, ``bundled:NAME``, hub id, or None
@@ -37,7 +38,8 @@ def load(
     file, line and field, or with ``on_bad_row="skip"`` is appended to ``rejected`` as ``(raw_row, reason)``.
     ``config`` is the hub config name; ``options`` go to the loader (the field mapping of ``generic``).
     A row of more than ``max_row_bytes`` bytes is a bad row; a source without any row is an error.
-    Name, path and options are checked here, before the first row is read.
+    Name, path and options are checked here, before the first row is read. ``imap``: an executor's ordered map, which
+    reads and parses the row groups of local Parquet files where it runs them (the same Problems, in the same order).
     """
     if on_bad_row not in ("error", "skip"):
         raise ConfigError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
@@ -47,7 +49,10 @@ def load(
         raise ConfigError("max_row_bytes must be positive")
     loader = get_loader(name, **options)
     source = open_source(loader, path, split, config, streaming=limit is not None, max_row_bytes=max_row_bytes)
-    return _problems(loader, source, limit, offset, on_bad_row, rejected)
+    return _problems(loader, source, limit, offset, on_bad_row, rejected, imap, max_row_bytes)
+
+
+Parsed = tuple[Row, "Problem | RowError | None"]  # None: a row before ``offset``, not parsed
 
 
 def _problems(
@@ -57,17 +62,21 @@ def _problems(
     offset: int,
     on_bad_row: OnBadRow,
     rejected: list[tuple[dict[str, Any], str]] | None,
+    imap: Any,
+    max_row_bytes: int,
 ) -> Iterator[Problem]:
     if limit == 0:
         return
     seen: dict[str, int] = {}  # id -> its line, or -(row number): never the row itself, so memory stays small
     yielded, read = 0, 0
-    for row in source.rows():
+    # Iterated in place (never held in a variable): a bad row's error must not keep the reader open (a CSV reader
+    # puts the process-wide field limit back when it is closed).
+    for row, outcome in _parsed(loader, source, offset, imap, max_row_bytes):
         read += 1
         if row.index < offset:
             continue
         try:
-            problem = _parse(loader, source, row, seen)
+            problem = _unique(loader, outcome, seen)
         except RowError as exc:
             error = _data_error(row, exc)
             if on_bad_row == "error":
@@ -86,15 +95,66 @@ def _problems(
         raise DataError("the source holds no rows (empty file)", file=source.name or None)
 
 
-def _parse(loader: Loader, source: Source, row: Row, seen: dict[str, int]) -> Problem:
+def _parsed(loader: Loader, source: Source, offset: int, imap: Any, max_row_bytes: int) -> Iterator[Parsed]:
+    """Each row with its parse: here, row by row; or, for Parquet row groups, where ``imap`` runs them (the rows
+    before ``offset`` of a group still come back, unparsed, so that a source is never mistaken for an empty one)."""
+    pieces = source.pieces() if imap is not None and source.pieces is not None else []
+    if len(pieces) < 2:  # nothing to spread
+        for row in source.rows():
+            yield row, (None if row.index < offset else parse_row(loader, source.split, row))
+        return
+    parser = PieceParser(loader, source.split, offset, max_row_bytes)
+    for piece, got in zip(pieces, imap(parser, pieces)):
+        for row, outcome in (got if got is not None else parser.here(piece)):
+            yield row, (RowError(*outcome) if isinstance(outcome, tuple) else outcome)
+
+
+class PieceParser:
+    """Read and parse one Parquet row group (a picklable callable: the Ray executor ships it to workers once)."""
+
+    def __init__(self, loader: Loader, split: str, offset: int, max_row_bytes: int):
+        self.loader, self.split, self.offset, self.max_row_bytes = loader, split, offset, max_row_bytes
+
+    def __call__(self, piece: Piece) -> list[tuple[Row, Any]] | None:
+        """The rows with their Problem, (message, field) of their RowError, or None before the offset; None when
+        this worker cannot see the file (then the driver reads the piece itself)."""
+        if not Path(piece.file).is_file():
+            return None
+        return self.here(piece)
+
+    def here(self, piece: Piece) -> list[tuple[Row, Any]]:
+        out: list[tuple[Row, Any]] = []
+        for row in read_piece(piece, self.max_row_bytes):
+            if row.index < self.offset:
+                out.append((row, None))
+                continue
+            try:
+                out.append((row, parse_row(self.loader, self.split, row)))
+            except RowError as exc:  # sent as a tuple: the exception's field would not survive pickling
+                out.append((row, (exc.message, exc.field)))
+        return out
+
+
+def parse_row(loader: Loader, split: str, row: Row) -> Problem | RowError:
+    """The row's Problem, or the RowError saying why it has none (a pure function of the row)."""
     if row.data is None:
-        raise RowError(row.error or "undecodable row", field=row.field)
-    problem = loader.parse(row.data, f"{loader.dataset}/{source.split}/{row.index}")
-    if problem.id in seen:
-        first = seen[problem.id]
+        return RowError(row.error or "undecodable row", field=row.field)
+    try:
+        return loader.parse(row.data, f"{loader.dataset}/{split}/{row.index}")
+    except RowError as exc:
+        return exc
+
+
+def _unique(loader: Loader, outcome: Problem | RowError | None, seen: dict[str, int]) -> Problem:
+    """The parsed Problem, unless it failed to parse or repeats an earlier id (RowError)."""
+    if isinstance(outcome, RowError):
+        raise outcome
+    assert outcome is not None
+    if outcome.id in seen:
+        first = seen[outcome.id]
         where = f"line {first}" if first > 0 else f"row {-first}"
-        raise RowError(f"duplicate id '{problem.id}' (first at {where})", field=loader.id_field or "id")
-    return problem
+        raise RowError(f"duplicate id '{outcome.id}' (first at {where})", field=loader.id_field or "id")
+    return outcome
 
 
 def _data_error(row: Row, exc: RowError) -> DataError:

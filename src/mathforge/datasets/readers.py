@@ -52,13 +52,25 @@ class Row:
     field: str | None = None
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One Parquet row group of a source: its file, its index in the file, and the index of its first row."""
+
+    file: str
+    group: int
+    start: int
+    rows: int
+
+
 @dataclass
 class Source:
-    """A resolved input: which split it is (for ids), what it is called (for errors) and how to read its rows."""
+    """A resolved input: which split it is (for ids), what it is called (for errors) and how to read its rows;
+    ``pieces`` lists its Parquet row groups when it is made of local Parquet files only (they can be read apart)."""
 
     split: str
     rows: Callable[[], Iterator[Row]]
     name: str = ""
+    pieces: Callable[[], list[Piece]] | None = None
 
 
 def bundled_path(name: str) -> Path:
@@ -150,7 +162,27 @@ def _file_source(paths: list[Path], split: str, max_row_bytes: int = MAX_ROW_BYT
                 yield row
                 index += 1
 
-    return Source(split, rows, ", ".join(map(str, paths)))
+    pieces = None
+    if paths and all(p.suffix.lower() == ".parquet" for p in paths):
+        pieces = lambda: parquet_pieces(paths)  # noqa: E731  (read the footers only when asked)
+    return Source(split, rows, ", ".join(map(str, paths)), pieces)
+
+
+def parquet_pieces(paths: list[Path]) -> list[Piece]:
+    """The row groups of Parquet files in order, each with the source index of its first row (footers only)."""
+    import pyarrow.parquet as pq
+
+    out, start = [], 0
+    for path in paths:
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except Exception as exc:  # pyarrow raises several types for a corrupt or non-Parquet file
+            raise DataError(f"cannot read Parquet: {exc}", file=str(path)) from None
+        for g in range(meta.num_row_groups):
+            rows = meta.row_group(g).num_rows
+            out.append(Piece(str(path), g, start, rows))
+            start += rows
+    return out
 
 
 def read_file(path: Path, start: int = 0, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
@@ -308,13 +340,14 @@ def _checked(index: int, file: str, data: dict[str, Any], max_row_bytes: int) ->
     return Row(index, file, None, data)
 
 
-def _read_parquet(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
+def _read_parquet(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES,
+                  row_groups: list[int] | None = None) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
     try:
         # pre_buffer=False: with it, pyarrow keeps every row group iter_batches has read (300 MB after 300k
         # NuminaMath rows), so memory would grow with the file instead of staying at one row group
-        batches = pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=1024)
+        batches = pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=1024, row_groups=row_groups)
     except Exception as exc:  # pyarrow raises several types for a corrupt or non-Parquet file
         raise DataError(f"cannot read Parquet: {exc}", file=str(path)) from None
     index, file = start, str(path)
@@ -328,6 +361,11 @@ def _read_parquet(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) ->
         for data in records:
             yield _checked(index, file, data, max_row_bytes)
             index += 1
+
+
+def read_piece(piece: Piece, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
+    """The rows of one Parquet row group, indexed as in the whole source."""
+    return _read_parquet(Path(piece.file), piece.start, max_row_bytes, [piece.group])
 
 
 def _parquet_rows_checked(batch: Any, start: int, file: str, max_row_bytes: int) -> Iterator[Row]:

@@ -75,8 +75,10 @@ class LoadConfig(StrictModel):
         return {k: getattr(self, k) for k in GENERIC_OPTIONS if getattr(self, k) is not None}
 
 
-def iter_load_stage(cfg: LoadConfig, rejected: list[tuple[dict[str, Any], str]]) -> Iterator[Problem]:
-    """The configured dataset's Problems one at a time; bad rows skipped by ``on_bad_row`` go to ``rejected``."""
+def iter_load_stage(cfg: LoadConfig, rejected: list[tuple[dict[str, Any], str]],
+                    imap: Any = None) -> Iterator[Problem]:
+    """The configured dataset's Problems one at a time; bad rows skipped by ``on_bad_row`` go to ``rejected``;
+    ``imap``: an executor's ordered map that reads and parses Parquet row groups where it runs (see ``load``)."""
     return load(
         cfg.dataset,
         cfg.path,
@@ -87,6 +89,7 @@ def iter_load_stage(cfg: LoadConfig, rejected: list[tuple[dict[str, Any], str]])
         rejected=rejected,
         config=cfg.config,
         max_row_bytes=cfg.max_row_bytes,
+        imap=imap,
         **cfg.loader_options(),
     )
 

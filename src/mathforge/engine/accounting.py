@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -34,7 +35,14 @@ class Budget:
 
     def try_reserve(self, tokens_in: int, tokens_out: int) -> float | None:
         """Reserve the worst-case cost of one attempt; None (and ``exhausted``) when it would pass the cap."""
-        est = self.pricing.cost(tokens_in, tokens_out)
+        return self.take(self.pricing.cost(tokens_in, tokens_out))
+
+    async def reserve(self, tokens_in: int, tokens_out: int) -> float | None:
+        """``try_reserve`` as the engine calls it (a cluster's budget asks its ledger, which takes a round trip)."""
+        return self.try_reserve(tokens_in, tokens_out)
+
+    def take(self, est: float) -> float | None:
+        """Reserve ``est`` dollars if they fit under the cap (None, and ``exhausted``, when they do not)."""
         if self.limit is not None and self.spent + self.forfeited + self.reserved + est > self.limit:
             self.exhausted = True
             return None
@@ -42,8 +50,12 @@ class Budget:
         return est
 
     def settle(self, reserved: float, tokens_in: int, tokens_out: int) -> None:
+        self.charge(reserved, self.pricing.cost(tokens_in, tokens_out))
+
+    def charge(self, reserved: float, cost: float) -> None:
+        """An attempt reserved at ``reserved`` was answered and cost ``cost``."""
         self.reserved = max(0.0, self.reserved - reserved)
-        self.spent += self.pricing.cost(tokens_in, tokens_out)
+        self.spent += cost
 
     def release(self, reserved: float) -> None:
         self.reserved = max(0.0, self.reserved - reserved)
@@ -52,6 +64,25 @@ class Budget:
         """An attempt that may be billed came to nothing: keep its worst case charged."""
         self.reserved = max(0.0, self.reserved - reserved)
         self.forfeited += reserved
+
+    async def close(self) -> None:
+        """The engine is done with the budget (a cluster's hands its unused lease back)."""
+
+
+# (teacher name, cap, pricing, spent before this engine) -> the budget an engine uses
+BudgetFactory = Callable[[str, "float | None", Pricing, float], Budget]
+_factory: BudgetFactory | None = None
+
+
+def use_budget_factory(factory: BudgetFactory | None) -> None:
+    """Make every engine built in this process take its budget from ``factory`` (None: a local Budget again)."""
+    global _factory
+    _factory = factory
+
+
+def new_budget(name: str, limit: float | None, pricing: Pricing, spent: float = 0.0) -> Budget:
+    """The budget for one engine: the installed factory's (one ledger of spend for a cluster), else a local one."""
+    return _factory(name, limit, pricing, spent) if _factory is not None else Budget(limit, pricing, spent=spent)
 
 
 @dataclass

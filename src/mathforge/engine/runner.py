@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Mapping, Sequence
 
 from mathforge.request import Completion, GenRequest, ResultSink
-from mathforge.engine.accounting import Budget, Pricing, TeacherStats
+from mathforge.engine.accounting import Pricing, TeacherStats, new_budget
 from mathforge.engine.attempts import _CURRENT, Attempt, LoopClock, ResendPolicy, response_started
 from mathforge.engine.concurrency import AdaptiveConcurrency
 from mathforge.engine.jobs import Job
@@ -92,7 +92,7 @@ class Engine:
         self.concurrency = AdaptiveConcurrency(config.max_concurrency, initial)
         self.timeouts = LatencyTimeout(config.timeout, config.timeout_multiplier, config.min_timeout)
         self.policy = RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_max)
-        self.budget = Budget(config.budget, config.pricing, spent=self.stats.prior_spend)
+        self.budget = new_budget(name, config.budget, config.pricing, self.stats.prior_spend)
         self.resend = ResendPolicy(config.resend_share)
         self.clock = LoopClock(TICK)
         self._fatal: BaseException | None = None
@@ -128,6 +128,7 @@ class Engine:
             self._flush()
             self.stats.finished = time.monotonic()
             await self.limiter.close()
+            await self.budget.close()
         if self._fatal is not None:
             raise self._fatal
         return self.stats
@@ -144,7 +145,7 @@ class Engine:
                 if self._fatal is not None:
                     self.concurrency.release()
                     break
-                reserved = self.budget.try_reserve(*self._worst_case(job))
+                reserved = await self.budget.reserve(*self._worst_case(job))
                 if reserved is None:
                     self.concurrency.release()
                     self._stop_for_budget()
@@ -208,7 +209,7 @@ class Engine:
         if call.pool > 0:
             reserved, call.pool = call.pool, 0.0
         else:
-            got = self.budget.try_reserve(*self._worst_case(job))
+            got = await self.budget.reserve(*self._worst_case(job))
             if got is None:
                 raise _BudgetStop
             reserved = got

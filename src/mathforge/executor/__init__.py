@@ -1,14 +1,14 @@
 """Executors: where a recipe's stages run (the local process by default, or a Ray cluster).
 
 A stage hands the executor only the parts that may run elsewhere: a pure function over input shards
-(``map_shards``), a teacher's requests (``generate``) and the candidate search of near-duplicate detection
-(``band_candidates``). Everything that writes the run directory (shard commits, the ledger, ``state.json``) stays
-with the driver, so the executors differ in where work runs, never in what is recorded.
+(``map_shards``) or over batches in order (``imap``), a teacher's requests (``generate``) and the candidate search
+of near-duplicate detection (``band_candidates``). Everything that writes the run directory (shard commits, the
+ledger, ``state.json``) stays with the driver, so the executors differ in where work runs, never in what is recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from mathforge.errors import ConfigError
@@ -38,6 +38,10 @@ class LocalExecutor:
         from mathforge.store.shards import map_shards
 
         return map_shards(reader, writer, fn, after=after)
+
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """``fn`` (pure) over ``items``, lazily and in order: one item in memory at a time."""
+        return map(fn, items)
 
     def generate(self, ctx: "RunContext", teacher: str, requests: Sequence["GenRequest"], sink: "ResultSink") -> None:
         """Answer a teacher's requests with its backend in this process."""

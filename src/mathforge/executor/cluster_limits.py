@@ -16,6 +16,7 @@ Driver (once per run, after ``ray.init``)::
 Worker (once per process, before building engines; a Ray task or actor)::
 
     cluster_limits.install(handle)           # every Engine built here now uses a ClusterLimiter
+    cluster_limits.install(handle, scope)    # ... and, for a teacher with a ``budget:``, a ClusterBudget
 
 ``install(None)`` puts the local per-engine limiter back. ``ClusterLimiter`` implements exactly the methods the engine
 calls on ``mathforge.engine.limits.RateLimiter`` (``active``, ``estimate``, ``acquire``, ``settle``, ``on_429``,
@@ -54,9 +55,10 @@ import time
 import uuid
 from typing import Any, Mapping
 
-from mathforge.engine.accounting import TeacherStats
+from mathforge.engine.accounting import TeacherStats, use_budget_factory
 from mathforge.engine.limits import Bucket, Budget, RateLimiter, _int, use_limiter_factory
 from mathforge.errors import BackendError
+from mathforge.executor.cluster_budget import BudgetBooks, budget_factory
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,7 @@ class ClusterState:
         self.budgets: dict[str, KeyBudget] = {}
         self.counters: dict[tuple[str, str], dict[str, float]] = {}  # (worker limiter id, teacher) -> counters
         self.leases = 0
+        self.books = BudgetBooks()  # the ``budget:`` caps, one ledger of spend per run and teacher
 
     def lease(self, key: str, requests: int, tokens: int, config: tuple[float | None, float | None],
               report: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -188,6 +191,28 @@ class ClusterState:
 
     def lease_count(self) -> int:
         return self.leases
+
+    # -- the cluster-wide budget cap (``executor/cluster_budget.py``) ------------------------------------------------
+    def open_budget(self, key: str, limit: float, spent: float) -> None:
+        self.books.open(key, limit, spent)
+
+    def budget_lease(self, key: str, need: float, extra: float) -> float:
+        return self.books.lease(key, need, extra)
+
+    def budget_charge(self, key: str, reserved: float, cost: float) -> None:
+        self.books.charge(key, reserved, cost)
+
+    def budget_release(self, key: str, reserved: float) -> None:
+        self.books.release(key, reserved)
+
+    def budget_forfeit(self, key: str, reserved: float) -> None:
+        self.books.forfeit(key, reserved)
+
+    def budget_state(self, key: str) -> dict[str, Any] | None:
+        return self.books.state(key)
+
+    def drop_budgets(self, scope: str) -> None:
+        self.books.drop(scope)
 
 
 def _counters(stats: TeacherStats) -> dict[str, float]:
@@ -415,8 +440,10 @@ def start(name: str = ACTOR_NAME) -> Any:
                                   scheduling_strategy=here).remote()
 
 
-def install(handle: Any | None) -> None:
-    """Make every engine built in this process lease from ``handle`` (None: back to a local limiter per engine)."""
+def install(handle: Any | None, scope: str | None = None) -> None:
+    """Make every engine built in this process lease from ``handle`` (None: back to a local limiter per engine);
+    with ``scope`` (the run's), a teacher's ``budget:`` cap is also held by ``handle`` for the whole cluster."""
+    use_budget_factory(budget_factory(handle, scope) if handle is not None and scope else None)
     if handle is None:
         use_limiter_factory(None)
         return

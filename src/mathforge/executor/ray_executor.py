@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from mathforge.errors import BackendError, ConfigError
 from mathforge.executor.replicas import MODEL_BACKENDS, Replica
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 MAX_LOSSES = 3  # a chunk whose replica died this often is failed (recorded; `mathforge retry` re-sends it)
 READY_TIMEOUT = 600.0  # seconds for a replacement replica to load its model
+MAX_IN_FLIGHT = 16  # items of an ordered map submitted ahead (the driver holds them until their results come)
 
 
 def import_ray() -> Any:
@@ -74,6 +76,7 @@ class RayExecutor:
         self._remote: dict[str, Any] = {}
         self._pools: dict[str, Pool] = {}
         self._limiter: Any = None
+        self.scope = uuid.uuid4().hex[:16]  # this run's books in the cluster limits actor (budget caps)
         self.lost_replicas = 0  # replicas that died while answering (for tests and the summary)
 
     # -- cluster facts ---------------------------------------------------------------------------------------------
@@ -95,6 +98,8 @@ class RayExecutor:
             ray = self.ray
             if name == "map":
                 self._remote[name] = ray.remote(_map_shard)
+            elif name == "call":
+                self._remote[name] = ray.remote(_call)
             elif name == "candidates":
                 self._remote[name] = ray.remote(_partition_candidates)
             else:
@@ -133,6 +138,22 @@ class RayExecutor:
             if queue:
                 submit()
         return {"shards": len(todo), "shards_reused": reused}
+
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """``fn`` over ``items`` as one Ray task each, results in order. Items are taken lazily, at most
+        ``MAX_IN_FLIGHT`` (and two per CPU) ahead of the one the caller waits for: the driver holds that many items
+        and each worker one, whatever the length of ``items``. A task lost with its worker is re-run (``fn`` is
+        pure)."""
+        ray = self.ray
+        fn_ref = ray.put(fn)
+        window = max(2, min(MAX_IN_FLIGHT, 2 * self.cpus()))
+        pending: deque[Any] = deque()
+        for item in items:
+            pending.append(self._fn("call").remote(fn_ref, item))
+            if len(pending) >= window:
+                yield ray.get(pending.popleft())
+        while pending:
+            yield ray.get(pending.popleft())
 
     # -- global dedup ------------------------------------------------------------------------------------------------
     def band_candidates(self, chunks: Callable[[], Iterator[tuple[Any, Any]]], n: int,
@@ -196,7 +217,8 @@ class RayExecutor:
             replicas, options = max(1, self.nodes() // share), {"num_cpus": 1}
         else:  # API teachers wait on the network: one light worker per node, under one cluster-wide limit
             replicas, options = self.nodes(), {"num_cpus": 0}
-        spec = {"options": {**options, "scheduling_strategy": "SPREAD"}, "args": (teacher, config, env, limiter)}
+        spec = {"options": {**options, "scheduling_strategy": "SPREAD"},
+                "args": (teacher, config, env, limiter, self.scope if limiter is not None else None)}
         started = [self._fn("replica").options(**spec["options"]).remote(*spec["args"]) for _ in range(replicas)]
         ready = {a: a.ready.remote() for a in started}
         actors, error = [], None
@@ -232,10 +254,12 @@ class RayExecutor:
         from mathforge.backends.base import Completion
 
         pool = self._pool(ctx, teacher)
+        book = self._open_budget(pool, sink)
         by_key = {r.key: r for r in requests}
         work: deque[tuple[int, list[GenRequest]]] = deque(
             (0, list(requests[i : i + pool.chunk])) for i in range(0, len(requests), pool.chunk))
         lock = threading.Lock()
+        answered = [0]  # requests answered or failed for good (the rest, if the budget stopped them, are unsent)
         errors: list[BaseException] = []
         stats = getattr(sink, "stats", None)
 
@@ -257,11 +281,15 @@ class RayExecutor:
                             sink.ok_many([(by_key[k], Completion(text, finish, tin, tout, latency, response))
                                           for k, text, finish, tin, tout, latency, response in items])
                             done.update(k for k, *_ in items)
+                            with lock:
+                                answered[0] += len(items)
                         elif kind == "fail":
                             for k, error, final, abandoned in items:
                                 sink.fail(by_key[k], error, final=final, abandoned=abandoned)
                                 if final:
                                     done.add(k)
+                                    with lock:
+                                        answered[0] += 1
                         elif stats is not None:
                             with lock:
                                 for name, value in items.items():
@@ -278,6 +306,7 @@ class RayExecutor:
                         if left and losses + 1 >= MAX_LOSSES:
                             for r in left:
                                 sink.fail(r, f"lost with its Ray worker {MAX_LOSSES} times", final=True)
+                            answered[0] += len(left)
                         elif left:
                             work.appendleft((losses + 1, left))
                     return  # the other replicas take the rest
@@ -294,6 +323,33 @@ class RayExecutor:
                 t.join()
             if errors:
                 raise errors[0]
+        if book is not None and answered[0] < len(requests):
+            self._budget_outcome(pool, book, sink)
+
+    def _open_budget(self, pool: Pool, sink: "ResultSink") -> str | None:
+        """Open the teacher's cluster-wide book of spend (``executor/cluster_budget.py``) for the requests about to
+        go out, from the cap and the spend the driver's ledger holds; None when the teacher has no ``budget:``."""
+        from mathforge.engine.accounting import Pricing
+        from mathforge.executor.cluster_budget import budget_key
+
+        teacher, config, _, limiter, scope = pool.spec["args"]
+        cap = getattr(config, "budget", None)
+        if cap is None or limiter is None:
+            return None
+        stats = getattr(sink, "stats", None)
+        pricing = Pricing(getattr(config, "price_input_per_m", 0.0), getattr(config, "price_output_per_m", 0.0))
+        prior = pricing.cost(stats.prior_tokens_in, stats.prior_tokens_out) if stats is not None else 0.0
+        key = budget_key(scope, teacher)
+        self.ray.get(limiter.open_budget.remote(key, cap, prior))
+        return key
+
+    def _budget_outcome(self, pool: Pool, key: str, sink: "ResultSink") -> None:
+        """Say on the driver's counters that the cap stopped the workers, when it left requests unsent."""
+        limiter = pool.spec["args"][3]
+        state = self.ray.get(limiter.budget_state.remote(key))
+        stats = getattr(sink, "stats", None)
+        if state is not None and state["exhausted"] and stats is not None:
+            stats.stopped = f"budget ${state['limit']:,.2f} reached (cluster-wide, all workers together)"
 
     def _replace(self, pool: Pool, attempts: int = 3) -> Any | None:
         """A new replica where the cluster has room (every replica was lost), or None when none comes up. A few
@@ -321,6 +377,11 @@ class RayExecutor:
         # The limiter actor is shared by every run on the cluster that uses the same key (get-or-create by name):
         # it is left to end with its owner, never killed under another run.
         self.end_stage()
+        if self._limiter is not None:  # this run's budget books (the actor itself may serve other runs)
+            try:
+                self.ray.get(self._limiter.drop_budgets.remote(self.scope), timeout=10)
+            except Exception:  # the actor is gone: so are the books
+                pass
         self._limiter = None
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
@@ -338,6 +399,11 @@ def _map_shard(fn: Callable[[list[dict]], list[dict]], table: "pa.Table", schema
 
     out = list(map_batches(table.to_batches(ROW_GROUP), fn, schema))
     return pa.concat_tables(out) if out else _to_table([], schema)
+
+
+def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+    """One item through ``fn`` (runs on a worker)."""
+    return fn(item)
 
 
 def _partition_candidates(*parts: tuple[Any, Any, Any]) -> dict[int, set[int]]:

@@ -99,14 +99,14 @@ def stats_dict(stats: TeacherStats) -> dict[str, float]:
 class Replica:
     """The body of the replica actor (wrapped by ``ray.remote`` in ``ray_executor``)."""
 
-    def __init__(self, name: str, config: Any, env: dict[str, str], limiter: Any = None):
+    def __init__(self, name: str, config: Any, env: dict[str, str], limiter: Any = None, scope: str | None = None):
         from mathforge.backends import make_backend
 
         os.environ.update(env)  # the teacher's key variables: the backend reads them at send time, as locally
-        if limiter is not None:  # the cluster-wide rate limit of API teachers
+        if limiter is not None:  # the cluster-wide rate limit (and budget cap, in the run's ``scope``) of API teachers
             from mathforge.executor import cluster_limits
 
-            cluster_limits.install(limiter)
+            cluster_limits.install(limiter, scope)
         self.backend = make_backend(name, config)
 
     def ready(self) -> str:

@@ -27,7 +27,10 @@ class LoadStage(Stage):
         rejects: list[tuple[dict[str, Any], str]] = []
         writer = ctx.output("problems")
         count = 0
-        for p in iter_load_stage(cfg, rejects):  # rows stream from the source to the shards, a row group at a time
+        # Locally rows stream from the source to the shards a batch at a time; on a cluster the row groups of Parquet
+        # sources are read and parsed by the workers, a row group each, and come back in order.
+        imap = ctx.executor.imap if ctx.executor.kind != "local" else None
+        for p in iter_load_stage(cfg, rejects, imap):
             p.meta.setdefault("prompt", prompt)
             writer.write((p.to_row(),))
             count += 1

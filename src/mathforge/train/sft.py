@@ -211,6 +211,7 @@ def _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed
         run_name=cfg.run_name,
         seed=cfg.seed if cfg.seed is not None else seed,
         include_num_input_tokens_seen="non_padding",
+        disable_tqdm=not interactive(),
     )
     kwargs.update(cfg.trainer_args)
     try:
@@ -226,6 +227,14 @@ def _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed
         peft_config=lora_config(cfg),
         callbacks=[LogHistoryWriter(out / LOG_FILE), *callbacks],
     )
+
+
+def interactive() -> bool:
+    """True when stderr is a terminal: the trainer's tqdm bar there; in a log file or CI output its plain per-log
+    lines instead (a bar redrawn into a file is one unreadable line per refresh)."""
+    import sys
+
+    return sys.stderr.isatty()
 
 
 def _final_metrics(trainer: Any, result: Any, seconds: float, device: str) -> dict[str, Any]:
