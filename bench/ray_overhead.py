@@ -33,18 +33,30 @@ SERVER = ServerConfig(base_latency=0.05, per_token=0.0005, min_completion=40, ma
 
 
 def recipe(tmp: Path, url: str, n: int, k: int) -> dict:
-    path = tmp / "problems.jsonl"
-    with open(path, "w") as f:
-        for i in range(n):
-            f.write(json.dumps({"question": f"A box holds {i} apples and {5 - i} pears. How many fruits?",
-                                "answer": "5" if i % 3 else "6"}) + "\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def question(i: int) -> str:
+        return f"A box holds {i} apples and {5 - i} pears. How many fruits?"
+
+    # Parquet in row groups of 100 (under Ray, load parses them as tasks); a benchmark holding every 50th problem
+    # (curate's decontamination runs, as tasks under Ray, and drops their samples)
+    path = tmp / "problems.parquet"
+    pq.write_table(pa.Table.from_pylist([{"question": question(i), "answer": "5" if i % 3 else "6"}
+                                         for i in range(n)]), path, row_group_size=100)
+    bench = tmp / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"question": question(i), "answer": "5"}) + "\n" for i in range(0, n, 50)))
     return {"name": "bench-ray",
             "teachers": {"fake": {"backend": "openai", "model": "fake", "base_url": url, "api_key_env": "BENCH_KEY",
                                   "max_concurrency": 16, "resend_share": 0}},
             "stages": [{"load": {"dataset": "generic", "path": str(path)}},
                        {"generate": {"k": k, "max_tokens": 64, "prompt": "cot", "temperature": 0.7}},
                        {"verify": {"workers": 1}},
-                       {"curate": {"decontam": {"enabled": False}}},
+                       # the fake server's answers repeat themselves: without the repetition filter curate
+                       # keeps the correct ones and its later steps have work to do
+                       {"curate": {"filters": {"max_repetition": None},
+                                   "decontam": {"benchmarks": [{"name": "generic", "path": str(bench),
+                                                                "split": None}]}}},
                        {"export": {"formats": ["jsonl"]}}]}
 
 
@@ -108,10 +120,12 @@ def main() -> None:
     lines = [
         "# Ray executor overhead vs the local executor",
         "",
-        f"`python bench/ray_overhead.py --problems {args.problems} --k {args.k} --rounds {args.rounds}`, run at `nice -n 10`."
+        f"`python bench/ray_overhead.py --problems {args.problems} --k {args.k} --rounds {args.rounds}`,"
+        f" run at `nice -n {os.nice(0)}`."
         f" The same recipe ({args.problems} problems x k={args.k} = {args.problems * args.k} requests against a local"
-        " fake OpenAI-compatible server with a fixed 40-token answer after 50 ms + 0.5 ms/token; load → generate →"
-        " verify → curate → export) with `executor: local` and with `executor: ray` on a 2-node Ray cluster"
+        " fake OpenAI-compatible server with a fixed 40-token answer after 50 ms + 0.5 ms/token; load (Parquet, row"
+        " groups of 100) → generate → verify → curate (decontamination against a benchmark of every 50th problem)"
+        " (repetition filter off: the fake answers repeat) → export) with `executor: local` and with `executor: ray` on a 2-node Ray cluster"
         " simulated on this machine (`tests/ray_cluster.py`: 127.0.0.1, 1 CPU per node), alternating which goes"
         " first, after one warm-up run of each (not counted); medians of the rounds. \"sending\" is generate from"
         " the first request to the last answer, i.e. without starting the replicas.",
@@ -131,8 +145,10 @@ def main() -> None:
         "Where the difference comes from: under Ray, generate first starts one worker actor per node and waits until"
         " each is ready (a Ray worker process, imports, the backend: once per stage, the gap between the generate and"
         " sending rows); sending itself (answers streamed worker → driver, committed there) is on par with the local"
-        " run. verify ships each shard to a task and back; curate's near-duplicate search puts the band keys in the"
-        " object store and runs one task per partition; both are small fixed costs at this size. On one machine with"
+        " run. load parses each Parquet row group in a task; verify ships each shard to a task and back; curate ships"
+        " each batch of 4,000 samples (with the benchmark index, once) to a task for its filters, decontamination"
+        " lookups and signatures, and its near-duplicate search puts the band keys in the object store and runs one"
+        " task per partition; all are small fixed costs at this size. On one machine with"
         " two shared cores the executor can only cost time: what it buys is spreading model replicas over GPUs and"
         " API workers over hosts.",
     ]

@@ -94,6 +94,7 @@ def test_lora_overfits_and_the_adapter_loads_and_generates(smol_dir, data_file, 
     printed = capfd.readouterr()
     # stderr is not a terminal here: plain per-log lines, no tqdm bar redrawn into the log
     assert "it/s]" not in printed.err + printed.out and "s/it]" not in printed.err + printed.out
+    assert "Tokenizing train dataset" not in printed.err + printed.out
     assert "'loss'" in printed.err + printed.out
     losses = [r["loss"] for r in read_log_history(tmp_path / "run") if "loss" in r]
     assert len(losses) == 4 and losses[-1] < 0.5 * losses[0], losses

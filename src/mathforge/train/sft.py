@@ -173,6 +173,8 @@ def _make_trainer(cfg, tok, model, splits, masking, out, device, precision, seed
     # transformers 5 renamed gradient_checkpointing (now a deprecated alias) to activation_checkpointing
     fields = {f.name for f in dataclasses.fields(trl.SFTConfig)}
     ckpt_field = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    if not interactive():  # TRL's dataset preparation ("Tokenizing train dataset: 0%...") is datasets' bars
+        datasets.disable_progress_bars()
 
     def shape(rows: list[dict[str, Any]]):
         rows = [to_prompt_completion(r) for r in rows] if masking == "completion_only_loss" else rows
