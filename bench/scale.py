@@ -3,12 +3,14 @@ against the local fake OpenAI server at k=1 with 20k and 200k requests, for the 
 
     nice -n 10 python bench/scale.py [--sizes 100000 900000] [--gen 20000 200000] [--systems new baseline]
         [--baseline /work/wt/_baseline/src] [--new-src SRC] [--cap-mib 4096] [--instant]
-        [--data-dir /tmp/mathforge-scale] [--save RAW.json] [--merge OTHER.json ...]
+        [--data-dir /tmp/mathforge-scale] [--save RAW.json] [--merge OTHER.json ...] [--export-only]
 
 The baseline is the old code's ``src`` (e.g. ``git archive 7e51387 src | tar -x -C /tmp/base``); ``--new-src`` a
 copy of this tree's ``src`` taken before the run, so that edits made meanwhile are not measured. ``--instant``
 makes the fake server answer at once with 1-3 token completions (the client's memory is what is measured).
-``--save``/``--merge`` let parts measured in parallel processes be reported in one file.
+``--save``/``--merge`` let parts measured in parallel processes be reported in one file. ``--export-only`` measures
+export alone at ``--sizes``, on the first N problems' reference solutions registered (untimed) as verify's output,
+4 in 9 of them marked correct (the share the full pipeline kept at 900k).
 
 Data: Parquet files in NuminaMath-1.5's schema (problem, solution, answer, problem_type, question_type,
 problem_is_valid, solution_is_valid, source, synthetic), written in 10,000-row groups. Each row is built from MATH
@@ -134,7 +136,7 @@ def _rss_mib(pid: int) -> int:
 
 
 def write_recipe(run_dir: Path, data: Path, limit: int | None, bench_data: Path, url: str | None,
-                 window: int | None = None) -> Path:
+                 window: int | None = None, only: tuple[str, ...] | None = None) -> Path:
     import yaml
 
     refs = [{"name": n, "path": str(bench_data / p), "split": s} for n, p, s in BENCHMARKS]
@@ -148,6 +150,8 @@ def write_recipe(run_dir: Path, data: Path, limit: int | None, bench_data: Path,
                    {"curate": {"decontam": {"benchmarks": refs}}},
                    {"export": {}}],
     }
+    if only:  # a recipe of these stages alone (export-only: no load whose problems export would look for)
+        recipe["stages"] = [st for st in recipe["stages"] if next(iter(st)) in only]
     path = run_dir / "scale.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -247,6 +251,53 @@ class Server:
         self.proc.wait(10)
 
 
+def accepted_samples(src: Path, data: Path, n: int, run_dir: Path) -> None:
+    """The harness's own step for ``--export-only`` (untimed): the first ``n`` problems' reference solutions as
+    verified samples in shards (as a verify or curate stage writes them), registered as the verify stage's output,
+    so that export alone can be measured at a size whose verify and curate take an hour. 4 in 9 are marked correct
+    (what export keeps): the full pipeline at 900k kept 400,969 (44.6%)."""
+    code = f"""
+import sys
+from pathlib import Path
+import pyarrow as pa, pyarrow.parquet as pq
+sys.path.insert(0, {str(src)!r})
+from mathforge.pipeline.state import RunState
+from mathforge.records import SAMPLE_SCHEMA
+from mathforge.store.shards import ShardWriter
+run, left, i = Path({str(run_dir)!r}), {n}, 0
+w = ShardWriter(run / "verify.parquet", SAMPLE_SCHEMA)
+for b in pq.ParquetFile({str(data)!r}).iter_batches(10_000, columns=["problem", "solution", "answer"]):
+    rows = b.to_pylist()[:left]
+    left -= len(rows)
+    w.write(pa.Table.from_pylist([dict(
+        id=f"numinamath/{{i + j}}#reference#0", problem_id=f"numinamath/{{i + j}}", question=r["problem"],
+        gold=r["answer"], teacher="reference", model="reference", sample_index=0, prompt_key="cot-boxed",
+        request_key="", text=r["solution"], finish_reason="stop", tokens_in=0, tokens_out=0, round=0,
+        correct=(i + j) % 9 < 4, method="reference") for j, r in enumerate(rows)], SAMPLE_SCHEMA))
+    i += len(rows)
+    if not left:
+        break
+w.commit()
+st = RunState(run)
+st.record("verify", "verify", {{}}, {{"samples": ("samples", "verify.parquet", i)}})
+st.save()
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def run_export(system: str, src: Path, data: Path, n: int, args, work: Path) -> dict:
+    """Export alone on ``n`` accepted samples (``accepted_samples``), in a fresh process."""
+    run_dir = work / f"{system}-export-{n}"
+    run_dir.mkdir(parents=True)
+    recipe = write_recipe(run_dir, data, n, args.bench_data, None, only=("verify", "export"))
+    accepted_samples(src, data, n, run_dir)
+    res = measure([sys.executable, "-m", "mathforge", "run", str(recipe), "-o", str(run_dir), "--only", "export"],
+                  _env(src), args.cap_mib, work / f"{system}-export-{n}.log")
+    res["counts"] = _counts(run_dir).get("export", {})
+    print(f"{system:9s} export n={n:>7,} {res}", flush=True)
+    return res
+
+
 def run_generate(system: str, src: Path, data: Path, n: int, args, work: Path, server: Server) -> dict:
     run_dir = work / f"{system}-gen-{n}"
     run_dir.mkdir(parents=True)
@@ -315,6 +366,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.md")
     ap.add_argument("--new-src", type=Path, default=ROOT / "src",
                     help="sources of the new system (a copy keeps edits made meanwhile out of the measurement)")
+    ap.add_argument("--export-only", action="store_true",
+                    help="pipeline sizes: export alone, on the problems' reference solutions (4 in 9 correct)")
     ap.add_argument("--instant", action="store_true", help="the fake server answers at once with 1-3 tokens")
     ap.add_argument("--save", type=Path, help="also write the raw results to this JSON file")
     ap.add_argument("--merge", type=Path, nargs="*", default=[], help="raw results of other runs to report with these")
@@ -333,7 +386,10 @@ def main() -> None:
     load_avg = [os.getloadavg()]
     for n in args.sizes:
         for system in args.systems:
-            results["pipeline"][(system, n)] = run_pipeline(system, srcs[system], data, n, args, work)
+            if args.export_only:
+                results["pipeline"][(system, n)] = {"export": run_export(system, srcs[system], data, n, args, work)}
+            else:
+                results["pipeline"][(system, n)] = run_pipeline(system, srcs[system], data, n, args, work)
             load_avg.append(os.getloadavg())
     if args.gen:
         server = Server(args.instant)

@@ -207,6 +207,38 @@ def test_generate_in_windows_over_problem_shards_resumes_per_shard(server, tmp_p
         ctx.close()
 
 
+def test_a_window_is_gone_before_the_next_is_planned(server, tmp_path, monkeypatch):
+    """Memory holds one window: when a window is planned, no request of an earlier window is alive. Both ways they
+    lived on are covered: the generator kept the last window's plan while planning the next (two windows at once),
+    and each finished send task's context held its attempt, a cycle that kept every window's requests until a full
+    garbage collection."""
+    import weakref
+
+    import mathforge.generate as generate
+
+    server.configure(ServerConfig(base_latency=0.0, per_token=0.0, min_completion=2, max_completion=4))
+    recipe = load_recipe(str(write_recipe(tmp_path, server.url, 1)))
+    ctx = RunContext(tmp_path / "run", teachers=recipe.teachers)
+    writer = ShardWriter(ctx.path("problems.parquet"), PROBLEM_SCHEMA)
+    writer.write(Problem(f"p{i}", f"What is {i} + 2?", str(i + 2)).to_row() for i in range(12))
+    writer.commit()
+    ctx.add_file("problems", "problems", "problems.parquet")
+    real, earlier, alive = generate.plan_requests, [], []
+
+    def plan(*args, **kwargs):
+        alive.append(sum(r() is not None for r in earlier))
+        planned = real(*args, **kwargs)
+        earlier.extend(weakref.ref(p.request) for p in planned)
+        return planned
+
+    monkeypatch.setattr(generate, "plan_requests", plan)
+    try:
+        m = GenerateStage().run(ctx, GenerateConfig(k=2, max_tokens=8, window=6))
+    finally:
+        ctx.close()
+    assert alive == [0, 0, 0, 0] and m["samples"] == 24
+
+
 def test_twin_teachers_are_refused_before_anything_is_sent(server, tmp_path):
     fake = server.configure(ServerConfig(base_latency=0.02, per_token=0.0, min_completion=10, max_completion=20))
     twin = {"backend": "openai", "model": "fake", "base_url": server.url, "api_key_env": "RESUME_TEST_KEY"}

@@ -36,6 +36,21 @@ def test_split_is_by_problem_seeded_and_never_empty_or_total():
     assert split_problems(ids, 0.0, seed=0) == set()
 
 
+def test_split_picks_the_ids_of_a_shuffled_sorted_list():
+    """The split shuffles positions of the sorted unique ids (kept in Arrow, not as Python strings): the ids held out
+    are those a seeded shuffle of the sorted list itself picks, so exports keep their splits."""
+    import random
+
+    rng = random.Random(7)
+    ids = [f"{rng.choice(['gsm8k', 'math', 'numinamath'])}/train/{rng.randrange(10**6)}" for _ in range(3000)]
+    ids += ids[:500] + ["é/1", "z/2", "Z/3", "a/10", "a/9"]  # repeats, and non-ASCII and case sorted by code point
+    for seed, fraction in ((0, 0.05), (3, 0.3), (11, 0.001)):
+        listed = sorted(set(ids))
+        random.Random(seed).shuffle(listed)
+        want = set(listed[: min(len(listed) - 1, max(1, round(fraction * len(listed))))])
+        assert split_problems(ids, fraction, seed) == want
+
+
 def test_export_layout_loads_with_datasets(tmp_path):
     out = tmp_path / "export"
     counts = export(samples(), out, ExportConfig(validation_fraction=0.2, system_prompt="Be careful."), seed=1)

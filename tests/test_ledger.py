@@ -53,6 +53,27 @@ def test_record_once_and_failures(tmp_path):
     led2.close()
 
 
+def test_answers_and_statuses_over_many_keys(tmp_path):
+    """Lookups in chunks of 500 keys: every known key is found, unknown ones are absent; ``answers`` gives only the
+    answered requests, with what a sample needs."""
+    from mathforge.store.ledger import Answer
+
+    led = Ledger(tmp_path / "l.sqlite")
+    keys = [f"k{i:04d}" for i in range(1203)]
+    led.register((k, "t", "m", {"i": i}) for i, k in enumerate(keys))  # a generator is streamed, not listed
+    led.record_ok_many([(k, f"text {k}", "stop", 5, i, {"raw": i}, 0.1, 1) for i, k in enumerate(keys) if i % 3])
+    led.record_failure(keys[0], "HTTP 500", final=True)
+    asked = [*keys, "unknown"]
+    st = led.statuses(asked)
+    assert len(st) == 1203 and "unknown" not in st
+    assert st[keys[0]] == "failed" and st[keys[3]] == "pending" and st[keys[1]] == "ok"
+    ans = led.answers(asked)
+    assert set(ans) == {k for i, k in enumerate(keys) if i % 3}
+    assert ans[keys[1201]] == Answer("text k1201", "stop", 5, 1201)
+    assert set(led.get_many(asked)) == set(keys)
+    led.close()
+
+
 def test_threads_share_one_ledger(tmp_path):
     led = Ledger(tmp_path / "l.sqlite")
     keys = [f"k{i}" for i in range(400)]

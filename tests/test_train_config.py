@@ -157,6 +157,32 @@ def test_cli_flags_override_the_config_file(tmp_path):
         build_config({"data": str(tmp_path / "run" / "export" / "sft.jsonl"), "model": "m"})
 
 
+def test_output_dir_that_is_a_file_is_refused_from_flag_config_and_python(tmp_path):
+    """`train -o FILE` is refused by the flag's own check (like every other `-o`); a file named in --config or in
+    a TrainConfig is refused by train() before anything loads. The file is left as it was."""
+    from typer.testing import CliRunner
+
+    from mathforge.cli.main import app
+    from mathforge.train.sft import train
+
+    write_jsonl(tmp_path / "sft.jsonl", [chat("q", "a")])
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "sft.jsonl"), "-m", "smollm2", "-o", str(taken)],
+                             env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "is a file" in res.output, res.output
+    (tmp_path / "t.yaml").write_text(f"model: smollm2\noutput_dir: {taken}\n")
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "sft.jsonl"), "--config", str(tmp_path / "t.yaml")],
+                             env={"COLUMNS": "300"})
+    assert res.exit_code != 0 and "is a file" in res.output and str(taken) in res.output, res.output
+    with pytest.raises(ConfigError, match="is a file"):
+        train(TrainConfig(model="smollm2", data=str(tmp_path / "sft.jsonl"), output_dir=str(taken)))
+    assert taken.read_text() == "x"
+    help_line = next(ln for ln in CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"})
+                     .output.splitlines() if "--out" in ln)
+    assert "director" in help_line, help_line
+
+
 def test_cli_has_a_flag_for_every_field():
     from typer.testing import CliRunner
 

@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pydantic import Field
 
 from mathforge.config import StrictModel, dump_yaml
 from mathforge.errors import ConfigError, MathforgeError
+from mathforge.memory import release_free_memory
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
 from mathforge.records import Problem
@@ -86,12 +88,25 @@ def completion_rows(samples: list[dict[str, Any]], cfg: ExportConfig) -> list[di
 
 def split_problems(problem_ids: list[str], fraction: float, seed: int) -> set[str]:
     """The problems held out for validation: a seeded shuffle of the sorted ids, at least one when asked for any."""
-    ids = sorted(set(problem_ids))
+    return held_out_of(sorted_unique([pa.array(map(str, problem_ids), pa.string())]), fraction, seed)
+
+
+def sorted_unique(chunks: list[pa.Array]) -> pa.Array:
+    """The distinct strings of Arrow string arrays, in code-point order (that of ``sorted``: UTF-8 bytes sort so)."""
+    ids = pc.unique(pa.chunked_array(chunks, pa.string()))
+    return ids.take(pc.sort_indices(ids))
+
+
+def held_out_of(ids: pa.Array, fraction: float, seed: int) -> set[str]:
+    """``split_problems`` over ids already unique and sorted in an Arrow array (an export keeps its problems there:
+    a few bytes each, instead of a set of Python strings that outlive each batch among its freed objects).
+    The shuffle permutes positions, which depend on the count alone, so the ids picked are those of the list form."""
     if fraction <= 0 or len(ids) < 2:
         return set()
-    random.Random(seed).shuffle(ids)
+    order = list(range(len(ids)))
+    random.Random(seed).shuffle(order)
     k = min(len(ids) - 1, max(1, round(fraction * len(ids))))
-    return set(ids[:k])
+    return set(ids.take(pa.array(order[:k])).to_pylist())
 
 
 _BASE = [("id", pa.string()), ("problem_id", pa.string()), ("teacher", pa.string()), ("model", pa.string())]
@@ -164,6 +179,10 @@ def _save_datasets(root: Path, styles: list[str], formats: list[str]) -> None:
             dd = DatasetDict({sp: Dataset.from_parquet(str(f), cache_dir=str(cache), keep_in_memory=False)
                               for sp, f in files.items()})
             dd.save_to_disk(str(root / "dataset" / style))
+            # Unmapped before the next style's files are mapped: the pages save_to_disk read count in RSS while
+            # mapped, and two styles' at once were half of a 900k export's peak.
+            del dd
+            release_free_memory()
             if "parquet" not in formats:
                 for f in files.values():
                     f.unlink()
@@ -195,16 +214,22 @@ def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: P
                    seed: int = 0, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the export folder from sample batches (``batches()`` is read twice: once for the split by problem and
     the card's counts, once to write), a batch in memory at a time. Returns counts."""
-    problems: set[str] = set()
+    chunks: list[pa.Array] = []  # each batch's accepted problem ids, unique, as compact Arrow strings
     teachers: Counter = Counter()
     sources: Counter = Counter()
     for rows in batches():
+        ids = []
         for s in _accepted(rows, cfg):
-            problems.add(s["problem_id"])
-            teachers[(s.get("teacher"), s.get("model"))] += 1
             pid = str(s["problem_id"])
+            ids.append(pid)
+            teachers[(s.get("teacher"), s.get("model"))] += 1
             sources[pid.split("/", 1)[0] if "/" in pid else "(no dataset prefix)"] += 1
-    held_out = split_problems(list(problems), cfg.validation_fraction, cfg.seed if cfg.seed is not None else seed)
+        chunks.append(pc.unique(pa.array(ids, pa.string())))
+        del rows, ids
+    problems = sorted_unique(chunks)
+    del chunks
+    release_free_memory()
+    held_out = held_out_of(problems, cfg.validation_fraction, cfg.seed if cfg.seed is not None else seed)
     counts = {sp: {"rows": 0, "problems": 0} for sp in SPLITS}
     counts["validation"]["problems"] = len(held_out)
     counts["train"]["problems"] = len(problems) - len(held_out)
@@ -222,7 +247,7 @@ def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: P
     try:
         for rows in batches():
             accepted = _accepted(rows, cfg)
-            split_of = {s["id"]: ("validation" if s["problem_id"] in held_out else "train") for s in accepted}
+            split_of = {s["id"]: ("validation" if str(s["problem_id"]) in held_out else "train") for s in accepted}
             for sp in SPLITS:
                 counts[sp]["rows"] += sum(1 for v in split_of.values() if v == sp)
             for style in cfg.styles:
@@ -236,6 +261,7 @@ def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: P
             files.ensure("sft", "sft")
     finally:
         files.close()
+    release_free_memory()  # what the batches freed, before datasets maps the files
     if "dataset" in cfg.formats:
         _save_datasets(staging, cfg.styles, cfg.formats)
     if cfg.card:

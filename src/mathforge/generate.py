@@ -18,6 +18,7 @@ from pydantic import Field
 
 from mathforge.engine.accounting import TeacherStats
 from mathforge.errors import ConfigError
+from mathforge.memory import release_free_memory
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.progress import console, progress_bar
 from mathforge.pipeline.stages import Port, Stage
@@ -221,11 +222,11 @@ def _request_record(p: Planned) -> dict[str, Any]:
 
 def collect_samples(ledger: Ledger, planned: list[Planned]) -> tuple[list[dict[str, Any]], int]:
     """Samples for every planned request that has a response, in plan order; and how many have none."""
-    rows = ledger.get_many([p.request.key for p in planned])
+    rows = ledger.answers([p.request.key for p in planned])
     out, missing = [], 0
     for p in planned:
         row = rows.get(p.request.key)
-        if row is None or row.status != OK:
+        if row is None:
             missing += 1
             continue
         out.append(
@@ -297,14 +298,25 @@ class GenerateStage(Stage):
     def _windows(self, ctx: RunContext, cfg: GenerateConfig, source: Any, shard: int, per_window: int,
                  metrics: dict[str, Any], totals: dict[str, int], info: dict[str, int]) -> Iterator[dict[str, Any]]:
         for batch in source.shard_batches(shard, per_window):
-            problems = [Problem.from_row(r) for r in batch.to_pylist()]
-            planned = plan_requests(ctx, problems, cfg)
-            _add_metrics(metrics, run_generation(ctx, planned, cfg.retry_failed))
-            samples, missing = collect_samples(ctx.ledger, planned)
-            totals["missing"] += missing
-            info["missing"] += missing
-            _count(totals, [s["tokens_in"] for s in samples], [s["tokens_out"] for s in samples])
+            samples = _window(ctx, cfg, batch.to_pylist(), metrics, totals, info)
+            del batch
             yield from samples
+            # Dropped before the next window is planned: otherwise two windows' worth of rows would live at once.
+            del samples
+            release_free_memory()
+
+
+def _window(ctx: RunContext, cfg: GenerateConfig, rows: list[dict[str, Any]], metrics: dict[str, Any],
+            totals: dict[str, int], info: dict[str, int]) -> list[dict[str, Any]]:
+    """One window: plan, look up, send, collect; only its samples outlive it (the plan dies on return)."""
+    planned = plan_requests(ctx, [Problem.from_row(r) for r in rows], cfg)
+    del rows
+    _add_metrics(metrics, run_generation(ctx, planned, cfg.retry_failed))
+    samples, missing = collect_samples(ctx.ledger, planned)
+    totals["missing"] += missing
+    info["missing"] += missing
+    _count(totals, [s["tokens_in"] for s in samples], [s["tokens_out"] for s in samples])
+    return samples
 
 
 def _count(totals: dict[str, int], tokens_in: list, tokens_out: list) -> None:

@@ -33,6 +33,11 @@ def _parameters() -> list[inspect.Parameter]:
         decls = [f"{flag}/--no-{flag[2:]}"] if ftype == Optional[bool] else [*SHORT.get(name, [flag])]
         if name in SHORT and flag not in decls:
             decls.insert(0, flag)
+        if name == "output_dir":  # `-o` means a directory on every command: a file is refused before anything runs
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                            default=typer.Option(None, *decls, help=field_help(field),
+                                                                 file_okay=False)))
+            continue
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ftype,
                                         default=typer.Option(None, *decls, help=field_help(field))))
     params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
@@ -47,7 +52,7 @@ def build_config(values: dict[str, Any], config: Path | None = None) -> TrainCon
     from mathforge.errors import ConfigError
 
     data: dict[str, Any] = dict(load_yaml(read_text(config), str(config)) or {}) if config else {}
-    data.update({k: v for k, v in values.items() if v is not None and v != []})
+    data.update({k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None and v != []})
     if not data.get("output_dir") and data.get("data") and Path(data["data"]).is_dir():
         data["output_dir"] = str(Path(data["data"]) / "train")  # training on a run: the outputs join that run
     if not data.get("data") or not data.get("output_dir"):

@@ -232,9 +232,14 @@ class Engine:
         return attempt
 
     async def _send_attempt(self, attempt: Attempt) -> Reply:
-        _CURRENT.set(attempt)  # this task's own context: the backend marks the response's first byte through it
-        reply = await self.send(attempt.job)
-        response_started()  # backends that cannot see headers: the answer is complete, so it has started too
+        token = _CURRENT.set(attempt)  # this task's own context: the backend marks the response's first byte through it
+        try:
+            reply = await self.send(attempt.job)
+            response_started()  # backends that cannot see headers: the answer is complete, so it has started too
+        finally:
+            # The finished task keeps its context: holding the attempt there made a cycle (task -> context ->
+            # attempt -> task) that kept every request of a window alive until a full garbage collection.
+            _CURRENT.reset(token)
         return reply
 
     async def _call(self, call: _Call) -> tuple[Reply, Attempt]:

@@ -67,7 +67,8 @@ class TableReader:
         self.name = name or self.path.stem
         self.producer = producer  # the stage id that wrote it (lineage), None for a file given by the user
         try:
-            self._file = pq.ParquetFile(self.path)
+            # Without pre-buffering: with it, every row group read stays cached, so a pass holds the whole table.
+            self._file = pq.ParquetFile(self.path, pre_buffer=False)
         except FileNotFoundError:
             raise DataError("table not found; rerun the stage that writes it", file=str(self.path)) from None
         except (pa.ArrowException, OSError) as exc:

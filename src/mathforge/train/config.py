@@ -32,7 +32,7 @@ class TrainConfig(StrictModel):
         description="training data: a run directory (its export/), a JSONL/Parquet file of {messages} rows, or a "
         "saved DatasetDict; in a recipe the default is this run's export",
     )
-    output_dir: str | None = Field(None, description="where checkpoints, adapter and logs go (recipe: <run>/<stage>)")
+    output_dir: str | None = Field(None, description="directory where checkpoints, adapter and logs go (recipe: <run>/<stage>)")
     limit: int | None = Field(None, ge=1, description="train on the first N rows only (smoke tests)")
 
     method: Literal["lora", "qlora", "full"] = Field(

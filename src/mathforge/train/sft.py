@@ -57,6 +57,8 @@ def train(cfg: TrainConfig, *, seed: int = 0, callbacks: list[Any] | None = None
     """Fine-tune ``cfg.model`` on ``cfg.data`` into ``cfg.output_dir``; returns the final metrics."""
     if not cfg.data or not cfg.output_dir:
         raise ConfigError("train: both data and output_dir are needed")
+    if Path(cfg.output_dir).is_file():  # refused before any loading, so nothing is half-done
+        raise ConfigError(f"train: output_dir {cfg.output_dir} is a file; give a directory (created when missing)")
     device = resolve_device(cfg)  # refuses QLoRA without CUDA before any loading
     if cfg.num_processes > 1 and not launched():
         if callbacks:
