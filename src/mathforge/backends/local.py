@@ -32,8 +32,8 @@ class LocalConfig(BackendConfig):
     dtype: str = Field("auto", description="'auto' (float32 on CPU, bfloat16 on CUDA) or a torch dtype name")
     batch_size: int = Field(32, ge=1, description="prompts generated together in one forward pass")
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for torch (default: the cores other processes leave free, re-read at "
-        "every refill of the batch, so a shared machine is not oversubscribed)")
+        None, ge=1, description="CPU threads for torch (default: the cores other processes leave free, re-read "
+        "every 32 decode steps, so a shared machine is not oversubscribed)")
     quantize: Literal["auto", "fp16", "int8", "none"] = Field(
         "auto", description="CPU linear layers: 'fp16' weights (fp32 maths, half the memory traffic; greedy text "
         "nearly always identical), 'int8' (dynamic, fastest, changes greedy text: see bench/results/local_backend.md),"

@@ -129,7 +129,9 @@ class RefillGenerator:
         self.batch_size = batch_size
         # refill when an eighth of the batch is free: one prefill and one cache copy per refill, few idle slots
         self.refill_at = max(1, batch_size // 8)
-        self.retune = retune  # re-reads the free cores: at every refill and every RETUNE_STEPS decode steps
+        # re-reads the free cores when a group starts and every RETUNE_STEPS decode steps; not at every refill: a read
+        # samples the kernel for ~40 ms, and a small batch refills every few steps
+        self.retune = retune
         self.steps = self.row_steps = 0  # decode forwards, and rows fed to them (for the padding account)
         self.prefilled = 0  # prompts run through a prefill forward (requests sharing a prompt count once)
         import inspect
@@ -147,12 +149,12 @@ class RefillGenerator:
         waiting = deque(sorted(requests, key=lambda r: (-len(prompt_ids[r.key]), prompt_ids[r.key])))
         rows: list[_Row] = []
         cache = mask = last = None
+        if self.retune is not None:
+            self.retune()
         with torch.inference_mode():
             while waiting or rows:
                 free = self.batch_size - len(rows)
                 if waiting and (not rows or free >= min(self.refill_at, len(waiting))):
-                    if self.retune is not None:
-                        self.retune()
                     new = [waiting.popleft() for _ in range(min(free, len(waiting)))]
                     new_rows, new_cache, new_mask, logits = self._prefill(new, prompt_ids, sample)
                     cache, mask = self._merge((cache, mask), (new_cache, new_mask))
@@ -272,9 +274,7 @@ class RefillGenerator:
         uniform = torch.cat([torch.rand(1, generator=row.generator) for row in rows])
         vocab = probs.shape[-1]
         if top_p >= 1:  # the whole distribution: no ranking needed
-            cdf = probs.cumsum(dim=-1)
-            at = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1), right=True).clamp(max=vocab - 1)
-            return at.squeeze(1)
+            return self._draw(probs, uniform)
         picked = torch.empty(len(rows), dtype=torch.long)
         todo, k = torch.arange(len(rows)), min(NUCLEUS_K, vocab)
         while len(todo):
@@ -282,11 +282,16 @@ class RefillGenerator:
             covered = top.sum(dim=-1) >= top_p if k < vocab else torch.ones(len(todo), dtype=torch.bool)
             top, ids, here = top[covered], ids[covered], todo[covered]
             top = top * ((top.cumsum(dim=-1) - top) < top_p)  # the nucleus; the first token always stays
-            cdf = top.cumsum(dim=-1)
-            at = torch.searchsorted(cdf, (uniform[here] * cdf[:, -1]).unsqueeze(1), right=True).clamp(max=k - 1)
-            picked[here] = ids.gather(1, at).squeeze(1)
+            picked[here] = ids.gather(1, self._draw(top, uniform[here]).unsqueeze(1)).squeeze(1)
             todo, k = todo[~covered], vocab
         return picked
+
+    def _draw(self, weights, uniform):
+        """Per row, the index that its uniform number picks from its unnormalised ``weights`` (inverse CDF); a weight
+        of 0 is never picked."""
+        cdf = weights.cumsum(dim=-1)
+        at = self.torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1), right=True)
+        return at.clamp(max=weights.shape[-1] - 1).squeeze(1)
 
     def _finished(self, row: _Row) -> str | None:
         p = row.request.params
