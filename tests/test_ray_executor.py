@@ -262,6 +262,35 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
         ex.close()
 
 
+def test_jsonl_and_csv_loads_as_tasks_equal_the_local_ones(cluster, tmp_path, monkeypatch):
+    """JSONL and CSV files cut into line-aligned ranges, parsed by tasks on the cluster: the local ids, Problems,
+    rejects and error text (file, line, field), rows numbered from each file's start."""
+    from test_datasets import text_sources
+
+    from mathforge.datasets import load, pieces
+
+    monkeypatch.setattr(pieces, "PIECE_BYTES", 120)  # the driver cuts: 2-3 rows a piece
+    loopback_env()
+    ex = make_executor("ray", cluster.address)
+    try:
+        for path in text_sources(tmp_path):
+            assert len(list(pieces.source_pieces([path]))) >= 10
+            loaded, errors = {}, {}
+            for name, imap in (("local", None), ("ray", ex.imap)):
+                rejected: list = []
+                problems = list(load("generic", path, id_field="uid", on_bad_row="skip", rejected=rejected,
+                                     imap=imap))
+                loaded[name] = ([p.to_row() for p in problems], rejected)
+                with pytest.raises(Exception) as stopped:
+                    list(load("generic", path, id_field="uid", imap=imap))
+                errors[name] = (type(stopped.value), str(stopped.value))
+            assert loaded["local"] == loaded["ray"] and len(loaded["ray"][0]) >= 27
+            assert errors["local"] == errors["ray"] and errors["ray"][0].__name__ == "DataError"
+            assert errors["ray"][1].startswith(f"{path}, line ") and len(loaded["ray"][1]) in (2, 3)
+    finally:
+        ex.close()
+
+
 class _Upper:
     def __call__(self, rows):
         return [{**r, "text": r["text"].upper()} for r in rows]
