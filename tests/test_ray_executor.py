@@ -318,6 +318,38 @@ def test_a_budget_cap_holds_for_the_workers_together(cluster, server, tmp_path):
     assert "cluster-wide" in fake["stopped"]
 
 
+def test_a_batch_mode_teacher_keeps_its_budget_cap_on_the_cluster(cluster, tmp_path, monkeypatch):
+    """A teacher in ``mode: batch`` under ``executor: ray`` submits its provider batches from the driver (the batch
+    table lives beside the driver's ledger), under the same cap as locally: the same requests submitted, the same
+    left pending, spend under the cap, and the cap named as what stopped it."""
+    from fake_batch_server import BatchServerConfig, BatchServerThread
+
+    from mathforge.engine.cost import read_costs
+
+    monkeypatch.setenv("BATCH_TEST_KEY", KEY)
+    cap = 0.002  # worst case per request ~$0.0002 at half price: about 10 of the 20 fit
+    with BatchServerThread() as srv:
+        teacher = {"backend": "openai", "model": "fake-batch", "base_url": srv.url, "api_key_env": "BATCH_TEST_KEY",
+                   "mode": "batch", "price_input_per_m": 2.0, "price_output_per_m": 8.0, "budget": cap,
+                   "batch": {"poll_interval": 0.05, "poll_max_interval": 0.2}}
+        out = {}
+        for executor in ("local", "ray"):
+            api = srv.configure(BatchServerConfig())
+            recipe = parse_recipe({"name": "ray-batch", "teachers": {"t": teacher},
+                                   "stages": [{"load": {"dataset": "generic", "path": str(problems_file(tmp_path, 20))}},
+                                              {"generate": {"k": 1, "max_tokens": 32, "prompt": "cot"}}]})
+            run = tmp_path / executor
+            with pytest.raises(IncompleteRunError) as stopped:  # the rest stays unsent: exit code 3, as locally
+                run_recipe(recipe, run, executor=executor, address=cluster.address if executor == "ray" else None)
+            costs = read_costs(run / "ledger.sqlite", {"t": recipe.teachers["t"]})["t"]
+            gen = stopped.value.summary["stages"]["generate"]["teachers"]["t"]
+            out[executor] = (srv.call(api.stats)["submissions"], sorted(ok_keys(run / "ledger.sqlite")),
+                             costs.pending, costs.spent)
+            assert 0 < out[executor][0] < 20 and costs.spent <= cap and costs.pending == 20 - out[executor][0]
+            assert "budget $0.0020 reached" in (gen["stopped"] or "")
+        assert out["ray"] == out["local"]
+
+
 def test_a_worker_node_lost_mid_generation_loses_nothing_and_repays_only_in_flight(cluster, server, tmp_path):
     """Three API workers (one per node); both worker nodes are removed while they answer. The head's worker takes
     their unanswered requests; nothing is lost or duplicated, and only requests in flight on them are sent again."""
