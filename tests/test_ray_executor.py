@@ -350,6 +350,51 @@ def test_a_batch_mode_teacher_keeps_its_budget_cap_on_the_cluster(cluster, tmp_p
         assert out["ray"] == out["local"]
 
 
+def test_the_progress_line_counts_the_clusters_calls_while_a_chunk_runs(cluster, server, tmp_path, monkeypatch):
+    """One chunk of 12 requests answered one at a time (~3 s): the driver's progress line shows the replica's calls
+    and spend every second while the chunk runs, not only when it ends."""
+    import contextlib
+    import re
+
+    from mathforge import generate
+    from mathforge.backends import parse_teacher
+    from mathforge.pipeline.context import RunContext
+    from mathforge.records import Problem
+
+    class Recorder:
+        def __init__(self):
+            self.done, self.seen = 0, []
+
+        def add_task(self, *args, **kwargs):
+            return 0
+
+        def update(self, task, advance=0, extra=None, **kwargs):
+            self.done += advance
+            if extra is not None:
+                self.seen.append((self.done, extra))
+
+    recorder = Recorder()
+    monkeypatch.setattr(generate, "progress_bar", lambda: contextlib.nullcontext(recorder))
+    server.configure(SLOW)
+    n = 12
+    teacher = {"backend": "openai", "model": "fake", "base_url": server.url, "api_key_env": KEY_ENV,
+               "max_concurrency": 1, "resend_share": 0, "price_output_per_m": 1000}
+    ctx = RunContext(tmp_path / "run", teachers={"fake": parse_teacher("fake", teacher, "test")})
+    loopback_env()
+    ctx.executor = make_executor("ray", cluster.address)
+    try:
+        problems = [Problem(id=f"p{i}", question=f"What is {i} plus 1?", answer=str(i + 1)) for i in range(n)]
+        cfg = generate.GenerateConfig(k=1, max_tokens=16, prompt="cot")
+        out = generate.run_generation(ctx, generate.plan_requests(ctx, problems, cfg))
+    finally:
+        ctx.close()
+    assert out["sent"] == n and out["teachers"]["fake"]["api_calls"] == n  # one chunk (32 a replica), all answered
+    calls = [(done, int(re.search(r"calls (\d+)", extra).group(1))) for done, extra in recorder.seen]
+    live = [(done, c) for done, c in calls if 0 < c and done < n]
+    assert len(live) >= 2, calls  # seen while the chunk ran
+    assert calls[-1][1] == n and "$" in recorder.seen[-1][1]
+
+
 def test_a_worker_node_lost_mid_generation_loses_nothing_and_repays_only_in_flight(cluster, server, tmp_path):
     """Three API workers (one per node); both worker nodes are removed while they answer. The head's worker takes
     their unanswered requests; nothing is lost or duplicated, and only requests in flight on them are sent again."""

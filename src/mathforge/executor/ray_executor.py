@@ -268,6 +268,7 @@ class RayExecutor:
         answered = [0]  # requests answered or failed for good (the rest, if the budget stopped them, are unsent)
         errors: list[BaseException] = []
         stats = getattr(sink, "stats", None)
+        progress = getattr(sink, "progress", None)  # the driver's live view of the whole cluster's work
 
         def take() -> tuple[int, list] | None:
             with lock:
@@ -296,10 +297,12 @@ class RayExecutor:
                                     done.add(k)
                                     with lock:
                                         answered[0] += 1
-                        elif stats is not None:
+                        elif stats is not None:  # increments, every second while the chunk runs and at its end
                             with lock:
                                 for name, value in items.items():
                                     setattr(stats, name, getattr(stats, name) + value)
+                            if progress is not None:
+                                progress.update(getattr(sink, "task", None), extra=stats.line())
                 except self.ray.exceptions.RayTaskError as exc:  # a bug in the replica, not a lost machine
                     errors.append(exc)
                     return
