@@ -461,3 +461,76 @@ def test_parquet_row_groups_parsed_apart_load_the_same_problems(tmp_path):
     with pytest.raises(DataError) as apart:
         list(load("generic", path, imap=spread, **opts))
     assert str(here.value) == str(apart.value) and "question" in str(apart.value)
+
+
+def text_sources(tmp_path: Path) -> tuple[Path, Path]:
+    """A JSONL file (blank lines, a line that is not JSON, a row without a question, a repeated id) and a CSV file
+    (quoted fields spanning lines, a row without a question on the first data line, a row with too many values)."""
+    lines = [json.dumps({"uid": f"j{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(30)]
+    lines[4] = '{"uid": "j4", "question": "broken'
+    lines[9] = json.dumps({"uid": "j9", "answer": "10"})
+    lines[21] = json.dumps({"uid": "j3", "question": "again?", "answer": "4"})
+    lines[12:12] = ["", "   "]
+    jsonl = write_jsonl(tmp_path / "train.jsonl", lines)
+    path = tmp_path / "train.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["uid", "question", "answer"])
+        w.writerow(["c0", "", "1"])
+        for i in range(1, 30):
+            w.writerow([f"c{i}", f"Line one of {i}\nline two,\r\nthree", str(i)] + (["extra"] if i == 17 else []))
+    return jsonl, path
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_jsonl_and_csv_ranges_parsed_apart_load_the_same_problems(tmp_path, monkeypatch, kind):
+    """Text files cut into line-aligned byte ranges (a record at most, here) and parsed apart give the local ids,
+    Problems, rejects and errors, with lines counted from the file's start (a CSV range never splits a record)."""
+    from mathforge.datasets import pieces
+
+    monkeypatch.setattr(pieces, "PIECE_BYTES", 40)
+    jsonl, csv_path = text_sources(tmp_path)
+    path = jsonl if kind == "jsonl" else csv_path
+    assert len(list(pieces.source_pieces([path]))) >= 25
+    for kwargs in ({}, {"offset": 8, "limit": 15}, {"offset": 25}):
+        got = {}
+        for name, imap in (("here", None), ("apart", spread)):
+            rejected: list = []
+            problems = list(load("generic", path, on_bad_row="skip", rejected=rejected, imap=imap, id_field="uid",
+                                 **kwargs))
+            got[name] = ([p.to_row() for p in problems], rejected)
+        assert got["here"] == got["apart"]
+    with pytest.raises(DataError) as here:
+        list(load("generic", path, id_field="uid"))
+    with pytest.raises(DataError) as apart:
+        list(load("generic", path, id_field="uid", imap=spread))
+    assert str(here.value) == str(apart.value)
+    reasons: list = []
+    full = list(load("generic", path, on_bad_row="skip", rejected=reasons, id_field="uid", imap=spread))
+    if kind == "jsonl":
+        assert len(full) == 27 and [why.split(": ")[0] for _, why in reasons] == [
+            f"{path}, line 5", f"{path}, line 10, field 'question'", f"{path}, line 24, field 'uid'"]
+        assert "first at line 4" in reasons[2][1] and str(here.value).startswith(f"{path}, line 5: bad JSON")
+    else:  # each record after the first spans 3 lines: record i starts on line 3 + 3 * (i - 1)
+        assert len(full) == 28 and [why for _, why in reasons] == [
+            f"{path}, line 2, field 'question': missing or empty",
+            f"{path}, line 51: more values than header columns"]
+        assert full[0].id == "generic/c1" and full[0].question == "Line one of 1\nline two,\r\nthree"
+
+
+def test_pieces_of_several_files_number_rows_across_them(tmp_path, monkeypatch):
+    """Rows are numbered across the files of a source (ids ``dataset/split/index``), whatever the cut."""
+    from mathforge.datasets.pieces import read_piece, source_pieces
+    from mathforge.datasets.readers import read_file
+
+    jsonl, path = text_sources(tmp_path)
+    files = [jsonl, path, jsonl]
+    local, start = [], 0
+    for f in files:
+        rows = list(read_file(f, start))
+        local += rows
+        start += len(rows)
+    for size in (1, 100, 10**9):
+        cut = list(source_pieces(files, size=size))
+        assert [row for p in cut for row in read_piece(p)] == local
+    assert local[-1].index == 2 * 30 + 30 - 1 and local[-1].line == 32

@@ -289,6 +289,35 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
         ex.close()
 
 
+def test_jsonl_and_csv_loads_as_tasks_equal_the_local_ones(cluster, tmp_path, monkeypatch):
+    """JSONL and CSV files cut into line-aligned ranges, parsed by tasks on the cluster: the local ids, Problems,
+    rejects and error text (file, line, field), rows numbered from each file's start."""
+    from test_datasets import text_sources
+
+    from mathforge.datasets import load, pieces
+
+    monkeypatch.setattr(pieces, "PIECE_BYTES", 120)  # the driver cuts: 2-3 rows a piece
+    loopback_env()
+    ex = make_executor("ray", cluster.address)
+    try:
+        for path in text_sources(tmp_path):
+            assert len(list(pieces.source_pieces([path]))) >= 10
+            loaded, errors = {}, {}
+            for name, imap in (("local", None), ("ray", ex.imap)):
+                rejected: list = []
+                problems = list(load("generic", path, id_field="uid", on_bad_row="skip", rejected=rejected,
+                                     imap=imap))
+                loaded[name] = ([p.to_row() for p in problems], rejected)
+                with pytest.raises(Exception) as stopped:
+                    list(load("generic", path, id_field="uid", imap=imap))
+                errors[name] = (type(stopped.value), str(stopped.value))
+            assert loaded["local"] == loaded["ray"] and len(loaded["ray"][0]) >= 27
+            assert errors["local"] == errors["ray"] and errors["ray"][0].__name__ == "DataError"
+            assert errors["ray"][1].startswith(f"{path}, line ") and len(loaded["ray"][1]) in (2, 3)
+    finally:
+        ex.close()
+
+
 class _Upper:
     def __call__(self, rows):
         return [{**r, "text": r["text"].upper()} for r in rows]
@@ -363,6 +392,83 @@ def test_a_budget_cap_holds_for_the_workers_together(cluster, server, tmp_path):
     # at the cap, less at most what was in flight (3 workers x 2) and what one lease per worker held back
     assert answered >= (cap - 3 * 2 * worst - 3 * worst) / per_request
     assert "cluster-wide" in fake["stopped"]
+
+
+def test_a_batch_mode_teacher_keeps_its_budget_cap_on_the_cluster(cluster, tmp_path, monkeypatch):
+    """A teacher in ``mode: batch`` under ``executor: ray`` submits its provider batches from the driver (the batch
+    table lives beside the driver's ledger), under the same cap as locally: the same requests submitted, the same
+    left pending, spend under the cap, and the cap named as what stopped it."""
+    from fake_batch_server import BatchServerConfig, BatchServerThread
+
+    from mathforge.engine.cost import read_costs
+
+    monkeypatch.setenv("BATCH_TEST_KEY", KEY)
+    cap = 0.002  # worst case per request ~$0.0002 at half price: about 10 of the 20 fit
+    with BatchServerThread() as srv:
+        teacher = {"backend": "openai", "model": "fake-batch", "base_url": srv.url, "api_key_env": "BATCH_TEST_KEY",
+                   "mode": "batch", "price_input_per_m": 2.0, "price_output_per_m": 8.0, "budget": cap,
+                   "batch": {"poll_interval": 0.05, "poll_max_interval": 0.2}}
+        out = {}
+        for executor in ("local", "ray"):
+            api = srv.configure(BatchServerConfig())
+            recipe = parse_recipe({"name": "ray-batch", "teachers": {"t": teacher},
+                                   "stages": [{"load": {"dataset": "generic", "path": str(problems_file(tmp_path, 20))}},
+                                              {"generate": {"k": 1, "max_tokens": 32, "prompt": "cot"}}]})
+            run = tmp_path / executor
+            with pytest.raises(IncompleteRunError) as stopped:  # the rest stays unsent: exit code 3, as locally
+                run_recipe(recipe, run, executor=executor, address=cluster.address if executor == "ray" else None)
+            costs = read_costs(run / "ledger.sqlite", {"t": recipe.teachers["t"]})["t"]
+            gen = stopped.value.summary["stages"]["generate"]["teachers"]["t"]
+            out[executor] = (srv.call(api.stats)["submissions"], sorted(ok_keys(run / "ledger.sqlite")),
+                             costs.pending, costs.spent)
+            assert 0 < out[executor][0] < 20 and costs.spent <= cap and costs.pending == 20 - out[executor][0]
+            assert "budget $0.0020 reached" in (gen["stopped"] or "")
+        assert out["ray"] == out["local"]
+
+
+def test_the_progress_line_counts_the_clusters_calls_while_a_chunk_runs(cluster, server, tmp_path, monkeypatch):
+    """One chunk of 12 requests answered one at a time (~3 s): the driver's progress line shows the replica's calls
+    and spend every second while the chunk runs, not only when it ends."""
+    import contextlib
+    import re
+
+    from mathforge import generate
+    from mathforge.backends import parse_teacher
+    from mathforge.pipeline.context import RunContext
+    from mathforge.records import Problem
+
+    class Recorder:
+        def __init__(self):
+            self.done, self.seen = 0, []
+
+        def add_task(self, *args, **kwargs):
+            return 0
+
+        def update(self, task, advance=0, extra=None, **kwargs):
+            self.done += advance
+            if extra is not None:
+                self.seen.append((self.done, extra))
+
+    recorder = Recorder()
+    monkeypatch.setattr(generate, "progress_bar", lambda: contextlib.nullcontext(recorder))
+    server.configure(SLOW)
+    n = 12
+    teacher = {"backend": "openai", "model": "fake", "base_url": server.url, "api_key_env": KEY_ENV,
+               "max_concurrency": 1, "resend_share": 0, "price_output_per_m": 1000}
+    ctx = RunContext(tmp_path / "run", teachers={"fake": parse_teacher("fake", teacher, "test")})
+    loopback_env()
+    ctx.executor = make_executor("ray", cluster.address)
+    try:
+        problems = [Problem(id=f"p{i}", question=f"What is {i} plus 1?", answer=str(i + 1)) for i in range(n)]
+        cfg = generate.GenerateConfig(k=1, max_tokens=16, prompt="cot")
+        out = generate.run_generation(ctx, generate.plan_requests(ctx, problems, cfg))
+    finally:
+        ctx.close()
+    assert out["sent"] == n and out["teachers"]["fake"]["api_calls"] == n  # one chunk (32 a replica), all answered
+    calls = [(done, int(re.search(r"calls (\d+)", extra).group(1))) for done, extra in recorder.seen]
+    live = [(done, c) for done, c in calls if 0 < c and done < n]
+    assert len(live) >= 2, calls  # seen while the chunk ran
+    assert calls[-1][1] == n and "$" in recorder.seen[-1][1]
 
 
 def test_a_worker_node_lost_mid_generation_loses_nothing_and_repays_only_in_flight(cluster, server, tmp_path):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, islice, tee
 from pathlib import Path
 from typing import Any, Literal
 
 from mathforge.datasets.base import Loader, RowError
-from mathforge.datasets.readers import MAX_ROW_BYTES, Piece, Row, Source, open_source, read_piece
+from mathforge.datasets.pieces import Piece, read_piece
+from mathforge.datasets.readers import MAX_ROW_BYTES, Row, Source, open_source
 from mathforge.datasets.registry import get_loader
 from mathforge.errors import ConfigError, DataError
 from mathforge.records import Problem
@@ -96,42 +98,52 @@ def _problems(
 
 
 def _parsed(loader: Loader, source: Source, offset: int, imap: Any, max_row_bytes: int) -> Iterator[Parsed]:
-    """Each row with its parse: here, row by row; or, for Parquet row groups, where ``imap`` runs them (the rows
-    before ``offset`` of a group still come back, unparsed, so that a source is never mistaken for an empty one)."""
-    pieces = source.pieces() if imap is not None and source.pieces is not None else []
-    if len(pieces) < 2:  # nothing to spread
+    """Each row with its parse: here, row by row; or, for a source cut into pieces (Parquet row groups, ranges of
+    JSONL and CSV files), where ``imap`` runs them (the rows before ``offset`` of a piece still come back, unparsed,
+    so that a source is never mistaken for an empty one)."""
+    pieces = source.pieces() if imap is not None and source.pieces is not None else iter(())
+    first = list(islice(pieces, 2))
+    if len(first) < 2:  # nothing to spread
         for row in source.rows():
             yield row, (None if row.index < offset else parse_row(loader, source.split, row))
         return
     parser = PieceParser(loader, source.split, offset, max_row_bytes)
-    for piece, got in zip(pieces, imap(parser, pieces)):
+    # The driver keeps the pieces in flight (tee holds them until their results come back, in order).
+    sent, kept = tee(chain(first, pieces))
+    for piece, got in zip(kept, imap(parser, sent)):
         for row, outcome in (got if got is not None else parser.here(piece)):
+            if row is None:  # the piece ended in an error that stops the load (bad CSV), where the local read does
+                raise DataError(outcome[0], **outcome[1])
             yield row, (RowError(*outcome) if isinstance(outcome, tuple) else outcome)
 
 
 class PieceParser:
-    """Read and parse one Parquet row group (a picklable callable: the Ray executor ships it to workers once)."""
+    """Read and parse one piece of a source (a picklable callable: the Ray executor ships it to workers once)."""
 
     def __init__(self, loader: Loader, split: str, offset: int, max_row_bytes: int):
         self.loader, self.split, self.offset, self.max_row_bytes = loader, split, offset, max_row_bytes
 
-    def __call__(self, piece: Piece) -> list[tuple[Row, Any]] | None:
-        """The rows with their Problem, (message, field) of their RowError, or None before the offset; None when
-        this worker cannot see the file (then the driver reads the piece itself)."""
+    def __call__(self, piece: Piece) -> list[tuple[Row | None, Any]] | None:
+        """The rows with their Problem, (message, field) of their RowError, or None before the offset, and a last
+        (None, error) when reading stopped at an error; None when this worker cannot see the file (then the driver
+        reads the piece itself)."""
         if not Path(piece.file).is_file():
             return None
         return self.here(piece)
 
-    def here(self, piece: Piece) -> list[tuple[Row, Any]]:
-        out: list[tuple[Row, Any]] = []
-        for row in read_piece(piece, self.max_row_bytes):
-            if row.index < self.offset:
-                out.append((row, None))
-                continue
-            try:
-                out.append((row, parse_row(self.loader, self.split, row)))
-            except RowError as exc:  # sent as a tuple: the exception's field would not survive pickling
-                out.append((row, (exc.message, exc.field)))
+    def here(self, piece: Piece) -> list[tuple[Row | None, Any]]:
+        out: list[tuple[Row | None, Any]] = []
+        try:
+            for row in read_piece(piece, self.max_row_bytes):
+                if row.index < self.offset:
+                    out.append((row, None))
+                    continue
+                try:
+                    out.append((row, parse_row(self.loader, self.split, row)))
+                except RowError as exc:  # sent as a tuple: the exception's field would not survive pickling
+                    out.append((row, (exc.message, exc.field)))
+        except DataError as exc:  # the rows before it still count (a limit may end the load before the error)
+            out.append((None, (exc.detail, {"file": exc.file, "line": exc.line, "field": exc.field, "row": exc.row})))
         return out
 
 

@@ -7,7 +7,9 @@ so that a bad row can be named exactly. Rows that cannot be trusted (bad JSON, b
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -20,6 +22,8 @@ from mathforge.datasets.base import Loader
 from mathforge.errors import ConfigError, DataError
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
+# Files that can be cut into pieces read apart (a JSON array cannot: its elements are found by decoding from the start)
+SPLITTABLE = (".jsonl", ".ndjson", ".parquet", ".csv", ".tsv")
 KNOWN_SPLITS = ("train", "test", "validation", "valid", "val", "dev")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # A row larger than this is rejected: 1 MiB of text is past every model's context window, so such a row can only
@@ -52,25 +56,16 @@ class Row:
     field: str | None = None
 
 
-@dataclass(frozen=True)
-class Piece:
-    """One Parquet row group of a source: its file, its index in the file, and the index of its first row."""
-
-    file: str
-    group: int
-    start: int
-    rows: int
-
-
 @dataclass
 class Source:
     """A resolved input: which split it is (for ids), what it is called (for errors) and how to read its rows;
-    ``pieces`` lists its Parquet row groups when it is made of local Parquet files only (they can be read apart)."""
+    ``pieces`` cuts it into parts that can be read apart, when it is made of local Parquet, JSONL or CSV files
+    (``datasets/pieces.py``)."""
 
     split: str
     rows: Callable[[], Iterator[Row]]
     name: str = ""
-    pieces: Callable[[], list[Piece]] | None = None
+    pieces: Callable[[], Iterator[Any]] | None = None
 
 
 def bundled_path(name: str) -> Path:
@@ -163,26 +158,11 @@ def _file_source(paths: list[Path], split: str, max_row_bytes: int = MAX_ROW_BYT
                 index += 1
 
     pieces = None
-    if paths and all(p.suffix.lower() == ".parquet" for p in paths):
-        pieces = lambda: parquet_pieces(paths)  # noqa: E731  (read the footers only when asked)
+    if paths and all(p.suffix.lower() in SPLITTABLE for p in paths):
+        from mathforge.datasets.pieces import source_pieces
+
+        pieces = lambda: source_pieces(paths, max_row_bytes)  # noqa: E731  (files are read only when asked)
     return Source(split, rows, ", ".join(map(str, paths)), pieces)
-
-
-def parquet_pieces(paths: list[Path]) -> list[Piece]:
-    """The row groups of Parquet files in order, each with the source index of its first row (footers only)."""
-    import pyarrow.parquet as pq
-
-    out, start = [], 0
-    for path in paths:
-        try:
-            meta = pq.ParquetFile(path).metadata
-        except Exception as exc:  # pyarrow raises several types for a corrupt or non-Parquet file
-            raise DataError(f"cannot read Parquet: {exc}", file=str(path)) from None
-        for g in range(meta.num_row_groups):
-            rows = meta.row_group(g).num_rows
-            out.append(Piece(str(path), g, start, rows))
-            start += rows
-    return out
 
 
 def read_file(path: Path, start: int = 0, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
@@ -236,22 +216,18 @@ def _object_row(index: int, file: str, line: int, data: Any, raw: str) -> Row:
     return Row(index, file, line, None, raw=raw, error=f"expected a JSON object, got {type(data).__name__}")
 
 
-def _read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
-    index, line, file = start, 0, str(path)
+def _read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0, line: int = 0,
+                rows: int | None = None) -> Iterator[Row]:
+    """Rows of a JSONL file; from byte ``begin`` (a line start, ``line`` lines into the file), at most ``rows``."""
+    index, file = start, str(path)
     with path.open("rb") as fh:
-        while True:
-            # Read at most the limit: an oversized line is skipped in chunks, never held in memory whole.
-            chunk = fh.readline(max_row_bytes + 1)
-            if not chunk:
+        fh.seek(begin)
+        for chunk, _, size in jsonl_lines(fh, max_row_bytes):
+            if rows is not None and index - start >= rows:
                 return
             line += 1
-            if len(chunk.rstrip(b"\r\n")) > max_row_bytes:
-                preview, size = chunk[:_PREVIEW].decode("utf-8", "replace"), len(chunk)
-                while chunk and not chunk.endswith(b"\n"):
-                    chunk = fh.readline(1 << 20)
-                    size += len(chunk)
-                size -= len(chunk) - len(chunk.rstrip(b"\r\n"))
-                yield _too_big(index, file, line, size, max_row_bytes, preview)
+            if size is not None:
+                yield _too_big(index, file, line, size, max_row_bytes, chunk[:_PREVIEW].decode("utf-8", "replace"))
                 index += 1
                 continue
             if not chunk.strip():  # blank lines are not rows and do not shift ids
@@ -265,6 +241,27 @@ def _read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) -> I
             else:
                 yield _decode(text, index, file, line)
             index += 1
+
+
+def jsonl_lines(fh: Any, max_row_bytes: int) -> Iterator[tuple[bytes, int, int | None]]:
+    """Each line of a binary file as (its bytes, at most ``max_row_bytes + 1`` of them; the bytes it took; its size
+    without the line end when it is over the limit, else None). An oversized line is skipped in chunks, never held
+    in memory whole. The one definition of a JSONL line, for the reader and for cutting a file into pieces."""
+    while True:
+        chunk = fh.readline(max_row_bytes + 1)
+        if not chunk:
+            return
+        taken = len(chunk)
+        if len(chunk.rstrip(b"\r\n")) <= max_row_bytes:
+            yield chunk, taken, None
+            continue
+        size, more = len(chunk), chunk
+        while more and not more.endswith(b"\n"):
+            more = fh.readline(1 << 20)
+            size += len(more)
+            taken += len(more)
+        size -= len(more) - len(more.rstrip(b"\r\n"))
+        yield chunk, taken, size
 
 
 def _read_json(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
@@ -363,11 +360,6 @@ def _read_parquet(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES,
             index += 1
 
 
-def read_piece(piece: Piece, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
-    """The rows of one Parquet row group, indexed as in the whole source."""
-    return _read_parquet(Path(piece.file), piece.start, max_row_bytes, [piece.group])
-
-
 def _parquet_rows_checked(batch: Any, start: int, file: str, max_row_bytes: int) -> Iterator[Row]:
     """The rows of a batch decoded cell by cell, so that a cell that is not UTF-8 names its row and column."""
     for offset in range(batch.num_rows):
@@ -387,26 +379,41 @@ def _parquet_rows_checked(batch: Any, start: int, file: str, max_row_bytes: int)
         yield Row(start + offset, file, None, None, raw=raw, error=f"not valid UTF-8 (byte 0x{byte})", field=name)
 
 
-def _read_csv(path: Path, start: int, delimiter: str, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:
+def _read_csv(path: Path, start: int, delimiter: str, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0,
+              line: int = 0, rows: int | None = None, header: tuple[str, ...] | None = None) -> Iterator[Row]:
+    """Rows of a CSV file; from byte ``begin`` (a record start, ``line`` lines into the file; ``header``: the
+    file's column names, read from its first record when None), at most ``rows``."""
     index, file = start, str(path)
-    # csv's own field limit (128 KiB) would stop the whole file at one long field; rows are measured below instead,
-    # so an oversized row is a bad row like any other. The process-wide limit is put back when reading ends.
+    with wide_csv_fields(), path.open("rb") as raw:
+        raw.seek(begin)
+        # surrogateescape: a byte that is not UTF-8 becomes a marker, found below in the field that holds it.
+        fh = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.DictReader(fh, fieldnames=list(header) if header is not None else None, delimiter=delimiter)
+        try:
+            reader.fieldnames  # the header is read here, so that the first row's line is counted after it
+        except csv.Error as exc:
+            raise DataError(f"bad CSV: {exc}", file=file, line=line + 1) from None
+        while rows is None or index - start < rows:
+            at = line + reader.reader.line_num + 1  # a quoted field may span lines: report where the record starts
+            try:
+                data = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise DataError(f"bad CSV: {exc}", file=file, line=at) from None
+            yield _csv_row(index, file, at, data, delimiter, max_row_bytes)
+            index += 1
+
+
+@contextlib.contextmanager
+def wide_csv_fields() -> Iterator[None]:
+    """csv's own field limit (128 KiB) would stop the whole file at one long field; rows are measured by
+    ``max_row_bytes`` instead, so an oversized row is a bad row like any other. The process-wide limit is put back
+    when reading ends."""
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, 2**31 - 1))
     try:
-        # surrogateescape: a byte that is not UTF-8 becomes a marker, found below in the field that holds it.
-        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            while True:
-                line = reader.line_num + 1  # a quoted field may span lines: report where the record starts
-                try:
-                    data = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    raise DataError(f"bad CSV: {exc}", file=file, line=line) from None
-                yield _csv_row(index, file, line, data, delimiter, max_row_bytes)
-                index += 1
+        yield
     finally:
         csv.field_size_limit(limit)
 

@@ -197,6 +197,9 @@ class RayExecutor:
         for other in [t for t in self._pools if t not in teachers]:
             for a in self._pools.pop(other).actors:
                 self.ray.kill(a)
+        for teacher in [t for t in teachers if on_driver(ctx, t)]:
+            ctx.backend(teacher).prepare()
+        teachers = [t for t in teachers if not on_driver(ctx, t)]
         models = sum(1 for t in teachers if ctx.backend(t).config.backend in MODEL_BACKENDS)
         for teacher in teachers:
             self._pool(ctx, teacher, share=max(1, models))
@@ -253,6 +256,9 @@ class RayExecutor:
         not streamed back: that part of the chunk goes back in the queue for the others."""
         from mathforge.backends.base import Completion
 
+        if on_driver(ctx, teacher):
+            ctx.backend(teacher).generate(requests, sink)
+            return
         pool = self._pool(ctx, teacher)
         book = self._open_budget(pool, sink)
         by_key = {r.key: r for r in requests}
@@ -262,6 +268,7 @@ class RayExecutor:
         answered = [0]  # requests answered or failed for good (the rest, if the budget stopped them, are unsent)
         errors: list[BaseException] = []
         stats = getattr(sink, "stats", None)
+        progress = getattr(sink, "progress", None)  # the driver's live view of the whole cluster's work
 
         def take() -> tuple[int, list] | None:
             with lock:
@@ -290,10 +297,12 @@ class RayExecutor:
                                     done.add(k)
                                     with lock:
                                         answered[0] += 1
-                        elif stats is not None:
+                        elif stats is not None:  # increments, every second while the chunk runs and at its end
                             with lock:
                                 for name, value in items.items():
                                     setattr(stats, name, getattr(stats, name) + value)
+                            if progress is not None:
+                                progress.update(getattr(sink, "task", None), extra=stats.line())
                 except self.ray.exceptions.RayTaskError as exc:  # a bug in the replica, not a lost machine
                     errors.append(exc)
                     return
@@ -385,6 +394,14 @@ class RayExecutor:
         self._limiter = None
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+def on_driver(ctx: "RunContext", teacher: str) -> bool:
+    """A teacher in ``mode: batch`` runs on the driver under either executor: the provider answers its requests, and
+    the driver only writes batch files, submits and polls, all recorded in the batch table beside its ledger (the
+    exactly-once protocol of ``engine/batch.py``, which a worker without the ledger could not keep). Its ``budget:``
+    is therefore the local one: one runner, the run's ledger and batch table as its book."""
+    return bool(getattr(ctx.backend(teacher), "resumes_batches", False))
 
 
 class _ReplicaActor(Replica):

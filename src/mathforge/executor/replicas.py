@@ -21,6 +21,7 @@ from mathforge.engine.accounting import TeacherStats
 MODEL_BACKENDS = ("local", "vllm")  # in-process models: one replica per GPU (per node on CPU)
 BATCH_SECONDS = 0.2  # a replica sends what it has at least this often
 BATCH_ITEMS = 64  # ... or as soon as it has this many results
+STATS_SECONDS = 1.0  # a replica sends what its counters (calls, 429s, retries, tokens, spend) gained this often
 MAX_SPLITS = 16  # bisection depth: 2^16 requests in a chunk are far more than any chunk holds
 
 
@@ -66,11 +67,18 @@ def answer(backend: Backend, requests: Sequence[GenRequest], sink: QueueSink, de
     answer(backend, left[half:], sink, depth + 1)
 
 
-def drain(sink: QueueSink, worker: threading.Thread) -> Iterator[tuple[str, list]]:
-    """Batches of results from the sink's queue while ``worker`` runs, and whatever it left at the end."""
+def drain(sink: QueueSink, worker: threading.Thread, counters: "Counters | None" = None) -> Iterator[tuple[str, Any]]:
+    """Batches of results from the sink's queue while ``worker`` runs, and whatever it left at the end; with
+    ``counters``, what the replica's counters gained, every ``STATS_SECONDS`` while they change (the driver's live
+    progress line, not only at the end of a chunk)."""
     pending: dict[str, list] = {"ok": [], "fail": []}
-    last = time.monotonic()
+    last = last_stats = time.monotonic()
     while True:
+        if counters is not None and time.monotonic() - last_stats >= STATS_SECONDS:
+            last_stats = time.monotonic()
+            gained = counters.gained()
+            if gained:
+                yield "stats", gained
         alive = worker.is_alive()
         try:
             kind, items = sink.queue.get(timeout=BATCH_SECONDS / 2)
@@ -86,6 +94,19 @@ def drain(sink: QueueSink, worker: threading.Thread) -> Iterator[tuple[str, list
             last = time.monotonic()
         if not alive and sink.queue.empty() and not any(pending.values()):
             return
+
+
+class Counters:
+    """A replica's counters as increments: what each changed since the last time they were sent."""
+
+    def __init__(self, stats: TeacherStats):
+        self.stats, self.sent = stats, stats_dict(stats)
+
+    def gained(self) -> dict[str, float]:
+        now = stats_dict(self.stats)  # one snapshot: every increment sent is taken from it
+        out = {k: v - self.sent.get(k, 0) for k, v in now.items() if v != self.sent.get(k, 0)}
+        self.sent = now
+        return out
 
 
 def stats_dict(stats: TeacherStats) -> dict[str, float]:
@@ -117,7 +138,8 @@ class Replica:
         return ray.get_runtime_context().get_node_id()
 
     def run(self, requests: list[GenRequest]) -> Iterator[tuple[str, Any]]:
-        """Answer a chunk, yielding ("ok" | "fail", items) batches as they finish, then ("stats", counters)."""
+        """Answer a chunk, yielding ("ok" | "fail", items) batches as they finish and ("stats", increments) of its
+        counters every second and at the end."""
         sink = QueueSink()
         errors: list[BaseException] = []
 
@@ -127,10 +149,11 @@ class Replica:
             except BaseException as exc:  # answer() contains backend errors; anything else ends the chunk
                 errors.append(exc)
 
+        counters = Counters(sink.stats)
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
-        yield from drain(sink, worker)
+        yield from drain(sink, worker, counters)
         worker.join()
         if errors:
             raise errors[0]
-        yield "stats", stats_dict(sink.stats)
+        yield "stats", counters.gained()
