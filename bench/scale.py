@@ -101,17 +101,20 @@ def _row(base: list[dict], rng: random.Random) -> dict:
 # -- measured processes -----------------------------------------------------------------------------------------
 def measure(cmd: list[str], env: dict[str, str], cap_mib: int, log: Path) -> dict:
     """Run ``cmd``; wall seconds, CPU seconds (user + system, with the pool workers it waited for), peak RSS
-    (wait4's ru_maxrss), the mean 1-minute load average while it ran, and whether it was killed at the RSS cap."""
+    (wait4's ru_maxrss), the peak RSS in each tenth of the run (sampled every 0.2 s: a memory that grows with the
+    work rises from tenth to tenth, a bounded one levels off), the mean 1-minute load average while it ran, and
+    whether it was killed at the RSS cap."""
     t0 = time.perf_counter()
     with log.open("ab") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    capped, peak_seen, loads, tick = False, 0, [os.getloadavg()[0]], 0
+    capped, peak_seen, loads, tick, samples = False, 0, [os.getloadavg()[0]], 0, []
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         rss = _rss_mib(proc.pid)
         peak_seen = max(peak_seen, rss)
+        samples.append((time.perf_counter() - t0, rss))
         if rss > cap_mib:
             capped = True
             os.killpg(proc.pid, 9)
@@ -120,7 +123,9 @@ def measure(cmd: list[str], env: dict[str, str], cap_mib: int, log: Path) -> dic
             loads.append(os.getloadavg()[0])
         time.sleep(0.2)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"seconds": round(time.perf_counter() - t0, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+    wall = time.perf_counter() - t0
+    tenths = [max((m for t, m in samples if i * wall / 10 <= t < (i + 1) * wall / 10), default=0) for i in range(10)]
+    return {"seconds": round(wall, 1), "tenths_mib": tenths, "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
             "peak_mib": round(max(usage.ru_maxrss / 1024, peak_seen)), "load": round(sum(loads) / len(loads), 1),
             "capped": capped, "rc": proc.returncode}
 
@@ -344,9 +349,11 @@ def report(results: dict, args, load_avg: list[tuple[float, float, float]], star
                      + f" | {'> ' if capped else ''}{peak:,} MiB |")
     server = "answering at once with 1-3 token completions" if args.instant else "at 5 ms latency"
     lines += ["", f"## generate (k=1, fake OpenAI server {server})", "",
-              "| system | requests | generate step | samples |", "|---|---:|---|---:|"]
+              "| system | requests | generate step | peak RSS in each tenth of the step (MiB) | samples |",
+              "|---|---:|---|---|---:|"]
     for (system, n), r in sorted(results["generate"].items(), key=lambda x: (x[0][1], x[0][0])):
-        lines.append(f"| {system} | {n:,} | {_cell(r)} | {r.get('counts', {}).get('samples', '-')} |")
+        tenths = " ".join(str(m) for m in r.get("tenths_mib", [])) or "-"
+        lines.append(f"| {system} | {n:,} | {_cell(r)} | {tenths} | {r.get('counts', {}).get('samples', '-')} |")
     lines += ["", "Raw results:", "", "```json", json.dumps({f"{k[0]} {k[1]}": v for part in results.values()
                                                               for k, v in part.items()}, indent=1), "```", ""]
     return "\n".join(lines)
@@ -396,7 +403,8 @@ def main() -> None:
         try:
             for n in args.gen:
                 for system in args.systems:
-                    results["generate"][(system, n)] = run_generate(system, srcs[system], data, n, args, work, server)
+                    label = f"new, window {args.window:,}" if args.window and system == "new" else system
+                    results["generate"][(label, n)] = run_generate(system, srcs[system], data, n, args, work, server)
                     load_avg.append(os.getloadavg())
         finally:
             server.close()
