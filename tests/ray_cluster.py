@@ -31,15 +31,17 @@ def loopback_env() -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(nodes: int = 3) -> Iterator[Any]:
-    """A ``nodes``-node cluster (the head and ``nodes - 1`` workers); always shut down, with every process."""
+def local_cluster(nodes: int = 3, worker: dict[str, Any] | None = None) -> Iterator[Any]:
+    """A ``nodes``-node cluster (the head and ``nodes - 1`` workers); always shut down, with every process.
+    ``worker``: what the worker nodes declare instead of ``NODE``'s (``num_gpus=1``: a simulated GPU, a resource
+    Ray schedules by; torch on such a node still sees no CUDA)."""
     loopback_env()
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
     try:
         for _ in range(nodes - 1):
-            cluster.add_node(**NODE)
+            cluster.add_node(**{**NODE, **(worker or {})})
         cluster.wait_for_nodes()
         yield cluster
     finally:

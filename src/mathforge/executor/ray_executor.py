@@ -54,6 +54,15 @@ class Pool:
     lost: int = 0
 
 
+@dataclass(frozen=True)
+class Turns:
+    """Model teachers that take turns on the cluster's GPUs: ``free`` counts the GPUs (``slots``) not in use."""
+
+    free: threading.BoundedSemaphore
+    teachers: frozenset[str]
+    slots: int
+
+
 class RayExecutor:
     """Stage work on a Ray cluster; the driver keeps every write to the run directory."""
 
@@ -76,6 +85,7 @@ class RayExecutor:
         self._remote: dict[str, Any] = {}
         self._pools: dict[str, Pool] = {}
         self._limiter: Any = None
+        self._turns: Turns | None = None  # model teachers taking turns on too few GPUs (see ``prepare``)
         self.scope = uuid.uuid4().hex[:16]  # this run's books in the cluster limits actor (budget caps)
         self.lost_replicas = 0  # replicas that died while answering (for tests and the summary)
 
@@ -191,18 +201,35 @@ class RayExecutor:
             return config.model_copy(update={"device": "cuda" if self.gpus() else "cpu"})
         return config
 
+    def model_slots(self) -> int:
+        """Model replicas the cluster holds at once: one per GPU, or one per CPU on a cluster without GPUs."""
+        return self.gpus() or self.cpus()
+
     def prepare(self, ctx: "RunContext", teachers: list[str]) -> None:
         """Start the replicas of the teachers that answer next (together: students evaluated at once share the
-        GPUs) and wait until each has loaded its model; pools of other teachers are released first."""
+        GPUs) and wait until each has loaded its model; pools of other teachers are released first.
+
+        More model teachers than GPUs (CPUs, without GPUs): they take turns, one replica each and at most one per
+        GPU at a time, each released as soon as it has answered (``generate``), instead of replicas waiting for a
+        GPU that no pool gives back before the stage ends."""
         for other in [t for t in self._pools if t not in teachers]:
-            for a in self._pools.pop(other).actors:
-                self.ray.kill(a)
+            self._release(other)
         for teacher in [t for t in teachers if on_driver(ctx, t)]:
             ctx.backend(teacher).prepare()
         teachers = [t for t in teachers if not on_driver(ctx, t)]
-        models = sum(1 for t in teachers if ctx.backend(t).config.backend in MODEL_BACKENDS)
+        models = [t for t in teachers if ctx.backend(t).config.backend in MODEL_BACKENDS]
+        slots = self.model_slots()
+        self._turns = None
+        if len(models) > slots:
+            from mathforge.pipeline.progress import console
+
+            unit = "GPU" if self.gpus() else "CPU"
+            console.log(f"{len(models)} model teachers and {slots} {unit}{'s' if slots > 1 else ''} in the cluster: "
+                        f"they take turns, {slots} at a time, one replica ({unit}) each")
+            self._turns = Turns(threading.BoundedSemaphore(slots), frozenset(models), slots)
+            teachers = [t for t in teachers if t not in self._turns.teachers]  # started when their turn comes
         for teacher in teachers:
-            self._pool(ctx, teacher, share=max(1, models))
+            self._pool(ctx, teacher, share=max(1, len(models)))
 
     def _pool(self, ctx: "RunContext", teacher: str, share: int = 1) -> Pool:
         """The teacher's replicas, started once per stage; ``share``: model teachers splitting the GPUs (or the
@@ -254,12 +281,23 @@ class RayExecutor:
         """Answer ``requests`` on the teacher's replicas, a chunk per replica at a time; every result is committed
         through ``sink`` (the driver's ledger) as its batch arrives. A replica lost mid-chunk loses only what it had
         not streamed back: that part of the chunk goes back in the queue for the others."""
-        from mathforge.backends.base import Completion
-
         if on_driver(ctx, teacher):
             ctx.backend(teacher).generate(requests, sink)
             return
-        pool = self._pool(ctx, teacher)
+        turns = self._turns
+        if turns is not None and teacher in turns.teachers:
+            with turns.free:  # a GPU for this teacher's one replica, given back as soon as it has answered
+                try:
+                    self._answer(self._pool(ctx, teacher, share=turns.slots), requests, sink)
+                finally:
+                    self._release(teacher)
+            return
+        self._answer(self._pool(ctx, teacher), requests, sink)
+
+    def _answer(self, pool: Pool, requests: Sequence["GenRequest"], sink: "ResultSink") -> None:
+        """``generate`` on the teacher's pool."""
+        from mathforge.backends.base import Completion
+
         book = self._open_budget(pool, sink)
         by_key = {r.key: r for r in requests}
         work: deque[tuple[int, list[GenRequest]]] = deque(
@@ -375,12 +413,17 @@ class RayExecutor:
             return actor
         return None
 
+    def _release(self, teacher: str) -> None:
+        """Kill a teacher's replicas: their GPUs (or CPUs) go back to the cluster."""
+        pool = self._pools.pop(teacher, None)
+        for a in pool.actors if pool is not None else ():
+            self.ray.kill(a)
+
     def end_stage(self) -> None:
         """Release the stage's replicas (their CPUs and GPUs go back to the next stage's tasks)."""
-        for pool in self._pools.values():
-            for a in pool.actors:
-                self.ray.kill(a)
-        self._pools.clear()
+        for teacher in list(self._pools):
+            self._release(teacher)
+        self._turns = None
 
     def close(self) -> None:
         # The limiter actor is shared by every run on the cluster that uses the same key (get-or-create by name):
