@@ -24,6 +24,7 @@ from mathforge.errors import ConfigError, DataError
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
 # Files that can be cut into pieces read apart (a JSON array cannot: its elements are found by decoding from the start)
 SPLITTABLE = (".jsonl", ".ndjson", ".parquet", ".csv", ".tsv")
+SHARDED = (".parquet", ".jsonl", ".csv")  # a split in several files: [data/]<split>-*.<ext>, rows numbered across them
 KNOWN_SPLITS = ("train", "test", "validation", "valid", "val", "dev")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # A row larger than this is rejected: 1 MiB of text is past every model's context window, so such a row can only
@@ -126,14 +127,16 @@ def _configs_for(loader: Loader, hub_id: str, config: str | None) -> tuple[str |
 
 
 def _split_files(loader: Loader, directory: Path, split: str | None) -> tuple[list[Path], str]:
-    """The file(s) of one split in a directory: ``<split>.<ext>`` or hub-style shards ``[data/]<split>-*.parquet``."""
+    """The file(s) of one split in a directory: ``<split>.<ext>`` or hub-style shards ``[data/]<split>-*.parquet``
+    (or ``.jsonl``, ``.csv``)."""
     name = split or loader.default_split
     for suffix in SUFFIXES:
         if (directory / f"{name}{suffix}").is_file():
             return [directory / f"{name}{suffix}"], name
-    shards = sorted(directory.glob(f"{name}-*.parquet")) or sorted(directory.glob(f"data/{name}-*.parquet"))
-    if shards:
-        return shards, name
+    for suffix in SHARDED:  # one kind of shard per split: Parquet first, as hub snapshots hold
+        shards = sorted(directory.glob(f"{name}-*{suffix}")) or sorted(directory.glob(f"data/{name}-*{suffix}"))
+        if shards:
+            return shards, name
     data_files = sorted(f for f in directory.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
     if split is None:
         for file_name in loader.file_names:
@@ -143,8 +146,8 @@ def _split_files(loader: Loader, directory: Path, split: str | None) -> tuple[li
             return data_files, split_of(data_files[0])
     present = ", ".join(f.name for f in data_files) or "no data files"
     raise DataError(
-        f"no file for split '{name}' (looked for {name}.jsonl/.json/.parquet/.csv and {name}-*.parquet); "
-        f"found: {present}; pass split= or a file path",
+        f"no file for split '{name}' (looked for {name}.jsonl/.json/.parquet/.csv and "
+        f"{name}-*.parquet/.jsonl/.csv); found: {present}; pass split= or a file path",
         file=str(directory),
     )
 
