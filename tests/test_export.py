@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -12,6 +14,8 @@ from mathforge.cli.main import app
 from mathforge.errors import MathforgeError
 from mathforge.export import ExportConfig, ExportStage, export, push_to_hub, split_problems
 from mathforge.pipeline.context import RunContext
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def samples(n_problems=10, per=2):
@@ -148,3 +152,34 @@ def test_zero_accepted_samples_still_write_empty_sft_files(tmp_path):
     assert counts["train"]["rows"] == 0
     assert (tmp_path / "export" / "sft.jsonl").read_text() == ""
     assert pq.read_table(tmp_path / "export" / "sft.parquet").num_rows == 0
+
+
+def test_batches_rendered_ahead_in_other_processes_write_the_same_bytes(tmp_path):
+    """The export's per-batch work (``export_batch.py``) through an ordered map that runs ahead on pickled copies
+    (what the Ray executor's ``imap`` does), fed Arrow batches as the stage feeds it: every file byte for byte the
+    in-process export of row lists. Rows are appended in batch order, so an out-of-order map would differ."""
+    import pyarrow as pa
+    from test_curate_compact import lookahead
+
+    from mathforge.export import export_batches
+
+    rows = samples(n_problems=30, per=3)
+    cuts = [rows[i:i + 20] for i in range(0, len(rows), 20)]
+    cfg = ExportConfig(formats=["jsonl", "parquet"], validation_fraction=0.2, system_prompt="Be careful.")
+
+    def files(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    plain = export_batches(lambda: iter(cuts), tmp_path / "plain", cfg, seed=4)
+    ahead = export_batches(lambda: (pa.RecordBatch.from_pylist(c) for c in cuts), tmp_path / "ahead", cfg, seed=4,
+                           imap=lookahead)
+    assert plain == ahead and plain["validation"]["rows"] > 0 and len(cuts) > 2
+    want = files(tmp_path / "plain")
+    assert set(want) >= {"sft.jsonl", "sft.parquet", "chat/validation.parquet", "completion/train.jsonl", "README.md"}
+    assert files(tmp_path / "ahead") == want
+
+    def backwards(fn, items):
+        return reversed(list(map(fn, items)))
+
+    export_batches(lambda: iter(cuts), tmp_path / "backwards", cfg, seed=4, imap=backwards)
+    assert files(tmp_path / "backwards")["sft.jsonl"] != want["sft.jsonl"]

@@ -87,7 +87,7 @@ def api_recipe(tmp: Path, url: str, n: int, *, k: int = 2, stages: list | None =
                              {"generate": {"k": k, "max_tokens": 16, "prompt": "cot", "temperature": 0.7}},
                              {"verify": {"workers": 1}},
                              {"curate": {"decontam": decontam}},
-                             {"export": {"formats": ["jsonl"]}}],
+                             {"export": {"formats": ["jsonl", "parquet"]}}],
     }
 
 
@@ -103,8 +103,16 @@ def outputs(run: Path) -> dict[str, list]:
         "verdicts": table(run / "verified.parquet", "id", "correct", "extracted"),
         "curated": table(run / "curated.parquet", "id"),
         "rejected": table(run / "rejected.parquet", "stage", "record_id", "reason"),
-        "export": sorted((run / "export" / "sft.jsonl").read_text().splitlines()),
+        "export": export_files(run / "export", run.name),
     }
+
+
+def export_files(root: Path, title: str | None = None) -> dict[str, bytes]:
+    """Every file of an export folder, byte for byte (``title``: the card's, a run directory's name, set aside)."""
+    out = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    if title is not None:
+        out["README.md"] = out["README.md"].replace(f"# {title}\n".encode(), b"# <run>\n", 1)
+    return out
 
 
 # -- the seam ------------------------------------------------------------------------------------------------------
@@ -177,6 +185,10 @@ def test_api_recipe_on_the_cluster_equals_the_local_run(cluster, server, tmp_pat
     a, b = outputs(tmp_path / "local"), outputs(tmp_path / "ray")
     assert a == b
     assert len(a["samples"]) == 60 and 0 < len(a["curated"]) < 60
+    # export: rows rendered by tasks, files written by the driver: the same bytes (several batches: below)
+    assert {f"{style}/{sp}.{ext}" for style in ("chat", "completion") for sp in ("train", "validation")
+            for ext in ("jsonl", "parquet")} | {"sft.jsonl", "sft.parquet", "README.md"} == set(a["export"])
+    assert a["export"]["sft.jsonl"].count(b"\n") == len(a["curated"]) == on_ray["stages"]["export"]["accepted"]
     assert {v for _, v, _ in a["verdicts"]} == {True, False}
     # curate's filters and decontamination ran as Ray tasks and dropped the same samples for the same reasons
     reasons = {why.split(":")[0] for stage, _, why in a["rejected"] if stage == "curate"}
@@ -241,6 +253,21 @@ def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path)
             got[name] = ([r["id"] for r in kept], [(r["id"], why) for r, why in rejected])
         assert got["local"] == got["ray"]
         assert any(why.startswith("test-leak") for _, why in got["ray"][1])
+        # export: each batch's rows rendered by a task (Arrow batches in), appended here in order: the same bytes
+        import pyarrow as pa
+
+        from mathforge.export import ExportConfig, export_batches
+
+        ecfg = ExportConfig(formats=["jsonl", "parquet"], validation_fraction=0.3, system_prompt="Be brief.")
+        cuts = [data[i:i + 9] for i in range(0, len(data), 9)]
+        counts = {}
+        for name, imap in (("local", None), ("ray", ex.imap)):
+            counts[name] = export_batches(lambda: (pa.RecordBatch.from_pylist(c) for c in cuts), tmp_path / name,
+                                          ecfg, seed=2, imap=imap)
+        assert counts["local"] == counts["ray"] and counts["ray"]["validation"]["rows"] > 0
+        want = export_files(tmp_path / "local")
+        assert len(cuts) > 10 and want["sft.jsonl"].count(b"\n") == sum(c["rows"] for c in counts["ray"].values())
+        assert export_files(tmp_path / "ray") == want
         # load: the row groups of a sharded Parquet split read and parsed by tasks give the local Problems and rejects
         from test_datasets import sharded_parquet
 
@@ -295,6 +322,55 @@ def test_jsonl_and_csv_loads_as_tasks_equal_the_local_ones(cluster, tmp_path, mo
 class _Upper:
     def __call__(self, rows):
         return [{**r, "text": r["text"].upper()} for r in rows]
+
+
+Q_A = "A farmer has 17 sheep and buys 25 more at the market before selling 9 of them to a neighbour. How many?"
+Q_B = "Each of 6 boxes holds 48 pencils and a teacher hands out 130 of them to the class. How many remain now?"
+UNPICKLED = 0  # in a worker process: how often it unpickled a _Probe
+
+
+class _Probe:
+    """A per-item step carrying a benchmark index (as curate's carries its own): it answers with its worker's pid,
+    how often that worker has unpickled a probe so far, and the benchmark the item's question leaks from."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def __setstate__(self, state):
+        global UNPICKLED
+        UNPICKLED += 1
+        self.__dict__.update(state)
+
+    def __call__(self, question):
+        hit = self.index.find([question], whole=True)[0]
+        return os.getpid(), UNPICKLED, hit.benchmark if hit else None
+
+
+def test_an_ordered_maps_function_and_its_index_are_unpacked_once_per_worker(cluster):
+    """``imap``'s function (curate's carries the benchmark index) is unpickled once per worker process, not once per
+    item; a later map's different index replaces it there and answers (never the stale one)."""
+    from mathforge.curate.decontam import BenchmarkIndex
+    from mathforge.records import Problem
+
+    indexes = {b: BenchmarkIndex.build([(b, Problem(f"{b}/1", q))]) for b, q in (("bench-a", Q_A), ("bench-b", Q_B))}
+    loopback_env()
+    ex = make_executor("ray", cluster.address)
+    try:
+        first = list(ex.imap(_Probe(indexes["bench-a"]), [Q_A, Q_B] * 8))
+        second = list(ex.imap(_Probe(indexes["bench-b"]), [Q_A, Q_B] * 8))
+    finally:
+        ex.close()
+    assert [hit for *_, hit in first] == ["bench-a", None] * 8
+    assert [hit for *_, hit in second] == [None, "bench-b"] * 8  # the new index answered on every worker
+    ran: dict[int, int] = {}
+    for pid, unpickled, _ in first:
+        ran[pid] = ran.get(pid, 0) + 1
+        assert unpickled == 1, "a worker unpickled the map's function again for a later item"
+    assert max(ran.values()) >= 2  # some worker ran several items of the map, on one unpickling
+    again = {pid for pid, *_ in second} & set(ran)
+    assert again, "no worker ran items of both maps"
+    for pid, unpickled, _ in second:  # once more for the new map in a worker that held the old one, once in a new one
+        assert unpickled == (2 if pid in ran else 1)
 
 
 def test_a_budget_cap_holds_for_the_workers_together(cluster, server, tmp_path):

@@ -15,12 +15,11 @@ measured on problems the model has not trained on.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +29,7 @@ from pydantic import Field
 
 from mathforge.config import StrictModel, dump_yaml
 from mathforge.errors import ConfigError, MathforgeError
+from mathforge.export_batch import SCHEMAS, SPLITS, Part, Renderer, Tallier, completion_rows, render, sft_rows
 from mathforge.memory import release_free_memory
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
@@ -37,7 +37,10 @@ from mathforge.records import Problem
 
 Style = Literal["chat", "completion", "synthesis"]
 Format = Literal["jsonl", "parquet", "dataset"]
-SPLITS = ("train", "validation")
+Batch = list[dict[str, Any]] | pa.RecordBatch
+IMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
+__all__ = ["SCHEMAS", "SPLITS", "ExportConfig", "ExportStage", "completion_rows", "export", "export_batches",
+           "sft_rows", "split_problems"]
 
 
 class ExportConfig(StrictModel):
@@ -58,32 +61,6 @@ class ExportConfig(StrictModel):
     card: bool = Field(True, description="write a dataset card (README.md) with provenance")
     push_to_hub: str | None = Field(None, description="hub dataset repo (user/name) to upload the export to")
     private: bool = Field(True, description="create the hub repo as private")
-
-
-def _accepted(samples: list[dict[str, Any]], cfg: ExportConfig) -> list[dict[str, Any]]:
-    return [s for s in samples if not cfg.only_correct or s.get("correct") is True]
-
-
-def _base(s: dict[str, Any]) -> dict[str, Any]:
-    return {"id": s["id"], "problem_id": s["problem_id"], "teacher": s.get("teacher"), "model": s.get("model")}
-
-
-def sft_rows(samples: list[dict[str, Any]], cfg: ExportConfig) -> list[dict[str, Any]]:
-    """Chat rows: optional system message, the question as the user turn, the solution as the assistant turn."""
-    rows = []
-    for s in _accepted(samples, cfg):
-        msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-        msgs += [{"role": "user", "content": s["question"]}, {"role": "assistant", "content": s["text"].strip()}]
-        rows.append({**_base(s), "messages": msgs})
-    return rows
-
-
-def completion_rows(samples: list[dict[str, Any]], cfg: ExportConfig) -> list[dict[str, Any]]:
-    """Prompt-completion rows (TRL's standard format): the templated question, and the solution."""
-    return [
-        {**_base(s), "prompt": cfg.prompt_template.format(question=s["question"]), "completion": s["text"].strip()}
-        for s in _accepted(samples, cfg)
-    ]
 
 
 def split_problems(problem_ids: list[str], fraction: float, seed: int) -> set[str]:
@@ -109,16 +86,6 @@ def held_out_of(ids: pa.Array, fraction: float, seed: int) -> set[str]:
     return set(ids.take(pa.array(order[:k])).to_pylist())
 
 
-_BASE = [("id", pa.string()), ("problem_id", pa.string()), ("teacher", pa.string()), ("model", pa.string())]
-_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-SCHEMAS = {
-    "chat": pa.schema([*_BASE, ("messages", _MESSAGES)]),
-    "completion": pa.schema([*_BASE, ("prompt", pa.string()), ("completion", pa.string())]),
-    "sft": pa.schema([*_BASE, ("messages", _MESSAGES), ("split", pa.string())]),
-    "synthesis": pa.schema([*_BASE, ("method", pa.string()), ("level", pa.string()), ("messages", _MESSAGES)]),
-}
-
-
 class _Files:
     """The export's open files: one JSONL and/or Parquet writer per (style, split), opened on first use."""
 
@@ -128,12 +95,16 @@ class _Files:
         self.parquet: dict[Path, pq.ParquetWriter] = {}
 
     def write(self, name: str, schema_name: str, rows: list[dict[str, Any]], parquet_too: bool = False) -> None:
-        if not rows:
-            return
-        if "jsonl" in self.formats:
-            self._jsonl(name).write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        if "parquet" in self.formats or parquet_too:
-            self._parquet(name, schema_name).write_table(pa.Table.from_pylist(rows, SCHEMAS[schema_name]))
+        part = render(name, schema_name, rows, "jsonl" in self.formats, "parquet" in self.formats or parquet_too)
+        if part is not None:
+            self.append(part)
+
+    def append(self, part: Part) -> None:
+        """Append what a batch rendered for one file (the driver writes every file; the rendering ran anywhere)."""
+        if part.jsonl is not None:
+            self._jsonl(part.name).write(part.jsonl)
+        if part.table is not None:
+            self._parquet(part.name, part.schema).write_table(part.table)
 
     def ensure(self, name: str, schema_name: str) -> None:
         """Create ``name``'s files empty when no row was written to them: zero accepted rows is still an export."""
@@ -146,7 +117,7 @@ class _Files:
         path = self.root / f"{name}.jsonl"
         if path not in self.jsonl:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.jsonl[path] = open(path, "w", encoding="utf-8")
+            self.jsonl[path] = open(path, "wb")  # UTF-8 bytes, rendered with the rows
         return self.jsonl[path]
 
     def _parquet(self, name: str, schema_name: str) -> pq.ParquetWriter:
@@ -210,22 +181,20 @@ def export(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, seed: in
     return export_batches(lambda: iter([samples]), out, cfg, seed, provenance)
 
 
-def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: Path, cfg: ExportConfig,
-                   seed: int = 0, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+def export_batches(batches: Callable[[], Iterator[Batch]], out: Path, cfg: ExportConfig, seed: int = 0,
+                   provenance: dict[str, Any] | None = None, imap: IMap | None = None) -> dict[str, Any]:
     """Write the export folder from sample batches (``batches()`` is read twice: once for the split by problem and
-    the card's counts, once to write), a batch in memory at a time. Returns counts."""
+    the card's counts, once to write), a batch in memory at a time. ``imap``: the executor's ordered map, which runs
+    the per-batch work (``export_batch.py``) on its workers; this process writes every file. Returns counts."""
+    imap = imap or map
     chunks: list[pa.Array] = []  # each batch's accepted problem ids, unique, as compact Arrow strings
     teachers: Counter = Counter()
     sources: Counter = Counter()
-    for rows in batches():
-        ids = []
-        for s in _accepted(rows, cfg):
-            pid = str(s["problem_id"])
-            ids.append(pid)
-            teachers[(s.get("teacher"), s.get("model"))] += 1
-            sources[pid.split("/", 1)[0] if "/" in pid else "(no dataset prefix)"] += 1
-        chunks.append(pc.unique(pa.array(ids, pa.string())))
-        del rows, ids
+    for tally in imap(Tallier(cfg), batches()):
+        chunks.append(tally.problems)
+        teachers.update(tally.teachers)
+        sources.update(tally.sources)
+        del tally
     problems = sorted_unique(chunks)
     del chunks
     release_free_memory()
@@ -243,20 +212,13 @@ def export_batches(batches: Callable[[], Iterator[list[dict[str, Any]]]], out: P
         else:
             old.unlink(missing_ok=True)
     files = _Files(staging, cfg.formats)
-    builders = {"chat": sft_rows, "completion": completion_rows}
     try:
-        for rows in batches():
-            accepted = _accepted(rows, cfg)
-            split_of = {s["id"]: ("validation" if str(s["problem_id"]) in held_out else "train") for s in accepted}
+        for rendered in imap(Renderer(cfg, held_out), batches()):
             for sp in SPLITS:
-                counts[sp]["rows"] += sum(1 for v in split_of.values() if v == sp)
-            for style in cfg.styles:
-                built = builders[style](accepted, cfg)
-                for sp in SPLITS:
-                    files.write(f"{style}/{sp}", style, [r for r in built if split_of[r["id"]] == sp],
-                                parquet_too="dataset" in cfg.formats)
-                if style == "chat":
-                    files.write("sft", "sft", [{**r, "split": split_of[r["id"]]} for r in built])
+                counts[sp]["rows"] += rendered.rows[sp]
+            for part in rendered.parts:
+                files.append(part)
+            del rendered
         if "chat" in cfg.styles:
             files.ensure("sft", "sft")
     finally:
@@ -407,9 +369,10 @@ class ExportStage(Stage):
             if not ctx.has_input("samples"):
                 raise ConfigError(f"export: styles {', '.join(sample_styles)} need a samples table before this stage "
                                   "(a generate or verify stage); style synthesis alone needs only synthesised problems")
-            counts = export_batches(ctx.input("samples").batches, out.path,
+            # Arrow batches: under Ray they reach the workers as they are, the rows are made there
+            counts = export_batches(ctx.input("samples").record_batches, out.path,
                                     cfg.model_copy(update={"styles": sample_styles}), seed=ctx.seed,
-                                    provenance=provenance)
+                                    provenance=provenance, imap=ctx.executor.imap)
         metrics: dict[str, Any] = {}
         if "synthesis" in cfg.styles:
             from mathforge.synth.export import export_synthesis

@@ -152,14 +152,14 @@ class RayExecutor:
     def imap(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         """``fn`` over ``items`` as one Ray task each, results in order. Items are taken lazily, at most
         ``MAX_IN_FLIGHT`` (and two per CPU) ahead of the one the caller waits for: the driver holds that many items
-        and each worker one, whatever the length of ``items``. A task lost with its worker is re-run (``fn`` is
-        pure)."""
+        and each worker one, whatever the length of ``items``. ``fn`` is put in the object store once and unpacked
+        once per worker process (``_call``). A task lost with its worker is re-run (``fn`` is pure)."""
         ray = self.ray
-        fn_ref = ray.put(fn)
+        fn_box = [ray.put(fn)]  # in a list: Ray hands the task the reference, not a fresh copy of the object
         window = max(2, min(MAX_IN_FLIGHT, 2 * self.cpus()))
         pending: deque[Any] = deque()
         for item in items:
-            pending.append(self._fn("call").remote(fn_ref, item))
+            pending.append(self._fn("call").remote(fn_box, item))
             if len(pending) >= window:
                 yield ray.get(pending.popleft())
         while pending:
@@ -461,9 +461,24 @@ def _map_shard(fn: Callable[[list[dict]], list[dict]], table: "pa.Table", schema
     return pa.concat_tables(out) if out else _to_table([], schema)
 
 
-def _call(fn: Callable[[Any], Any], item: Any) -> Any:
-    """One item through ``fn`` (runs on a worker)."""
-    return fn(item)
+# Per worker process: the function of the ordered map it ran last, by the id of its object in the store. A task gets
+# the object's reference, so a worker unpickles the function, and what it carries (curate's benchmark index, export's
+# held-out problems), once per map rather than once per item (an argument would be a fresh copy for every task). One
+# function per process, replaced when a task of another map comes: objects in the store are immutable and their ids
+# never reused, so an id names one content and a different function can never be served from this cache.
+_unpacked: tuple[str, Callable[[Any], Any]] | None = None
+
+
+def _call(fn_box: list[Any], item: Any) -> Any:
+    """One item through the map's function, unpacked when this process has not unpacked it yet (runs on a worker)."""
+    global _unpacked
+    ref = fn_box[0]
+    if _unpacked is None or _unpacked[0] != ref.hex():
+        import ray
+
+        _unpacked = None  # the previous map's function is freed before the next is unpacked
+        _unpacked = (ref.hex(), ray.get(ref))
+    return _unpacked[1](item)
 
 
 def _partition_candidates(*parts: tuple[Any, Any, Any]) -> dict[int, set[int]]:
