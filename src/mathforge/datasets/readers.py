@@ -172,13 +172,13 @@ def read_file(path: Path, start: int = 0, max_row_bytes: int = MAX_ROW_BYTES) ->
     """Rows of one file, chosen by suffix; ``start`` is the index of its first row (files of a sharded split)."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(path, start, max_row_bytes)
+        return read_jsonl(path, start, max_row_bytes)
     if suffix == ".json":
         return _read_json(path, start, max_row_bytes)
     if suffix == ".parquet":
-        return _read_parquet(path, start, max_row_bytes)
+        return read_parquet(path, start, max_row_bytes)
     if suffix in (".csv", ".tsv"):
-        return _read_csv(path, start, "\t" if suffix == ".tsv" else ",", max_row_bytes)
+        return read_csv(path, start, "\t" if suffix == ".tsv" else ",", max_row_bytes)
     raise DataError(f"unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}", file=str(path))
 
 
@@ -219,8 +219,8 @@ def _object_row(index: int, file: str, line: int, data: Any, raw: str) -> Row:
     return Row(index, file, line, None, raw=raw, error=f"expected a JSON object, got {type(data).__name__}")
 
 
-def _read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0, line: int = 0,
-                rows: int | None = None) -> Iterator[Row]:
+def read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0, line: int = 0,
+               rows: int | None = None) -> Iterator[Row]:
     """Rows of a JSONL file; from byte ``begin`` (a line start, ``line`` lines into the file), at most ``rows``."""
     index, file = start, str(path)
     with path.open("rb") as fh:
@@ -272,7 +272,7 @@ def _read_json(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) -> It
     data = path.read_bytes()
     body = data.lstrip()
     if not body.startswith(b"["):
-        yield from _read_jsonl(path, start, max_row_bytes)
+        yield from read_jsonl(path, start, max_row_bytes)
         return
     try:
         text, clean = data.decode("utf-8"), True
@@ -340,8 +340,9 @@ def _checked(index: int, file: str, data: dict[str, Any], max_row_bytes: int) ->
     return Row(index, file, None, data)
 
 
-def _read_parquet(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES,
-                  row_groups: list[int] | None = None) -> Iterator[Row]:
+def read_parquet(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES,
+                 row_groups: list[int] | None = None) -> Iterator[Row]:
+    """Rows of a Parquet file (of some of its row groups), a batch of 1,024 decoded at a time."""
     import pyarrow.parquet as pq
 
     try:
@@ -382,8 +383,8 @@ def _parquet_rows_checked(batch: Any, start: int, file: str, max_row_bytes: int)
         yield Row(start + offset, file, None, None, raw=raw, error=f"not valid UTF-8 (byte 0x{byte})", field=name)
 
 
-def _read_csv(path: Path, start: int, delimiter: str, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0,
-              line: int = 0, rows: int | None = None, header: tuple[str, ...] | None = None) -> Iterator[Row]:
+def read_csv(path: Path, start: int, delimiter: str, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0,
+             line: int = 0, rows: int | None = None, header: tuple[str, ...] | None = None) -> Iterator[Row]:
     """Rows of a CSV file; from byte ``begin`` (a record start, ``line`` lines into the file; ``header``: the
     file's column names, read from its first record when None), at most ``rows``."""
     index, file = start, str(path)
