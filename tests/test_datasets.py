@@ -464,67 +464,75 @@ def test_parquet_row_groups_parsed_apart_load_the_same_problems(tmp_path):
 
 
 def text_sources(tmp_path: Path) -> tuple[Path, Path]:
-    """A JSONL file (blank lines, a line that is not JSON, a row without a question, a repeated id) and a CSV file
-    (quoted fields spanning lines, a row without a question on the first data line, a row with too many values)."""
+    """A split in two JSONL shards (blank lines, a line that is not JSON, a row without a question, an id repeated
+    from the other shard) and one in two CSV shards (quoted fields spanning lines, a row without a question on the
+    first data line, a row with too many values); each directory holds ``train-00000.<ext>``, ``train-00001.<ext>``."""
     lines = [json.dumps({"uid": f"j{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(30)]
     lines[4] = '{"uid": "j4", "question": "broken'
     lines[9] = json.dumps({"uid": "j9", "answer": "10"})
     lines[21] = json.dumps({"uid": "j3", "question": "again?", "answer": "4"})
     lines[12:12] = ["", "   "]
-    jsonl = write_jsonl(tmp_path / "train.jsonl", lines)
-    path = tmp_path / "train.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["uid", "question", "answer"])
-        w.writerow(["c0", "", "1"])
-        for i in range(1, 30):
-            w.writerow([f"c{i}", f"Line one of {i}\nline two,\r\nthree", str(i)] + (["extra"] if i == 17 else []))
-    return jsonl, path
+    jsonl, csvs = tmp_path / "jsonl", tmp_path / "csv"
+    jsonl.mkdir()
+    csvs.mkdir()
+    write_jsonl(jsonl / "train-00000.jsonl", lines[:16])  # rows 0-13 (and the blank lines)
+    write_jsonl(jsonl / "train-00001.jsonl", lines[16:])  # rows 14-29
+    for shard, ids in enumerate((range(15), range(15, 30))):
+        with (csvs / f"train-0000{shard}.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["uid", "question", "answer"])
+            for i in ids:  # each record but c0 spans 3 lines
+                question = "" if i == 0 else f"Line one of {i}\nline two,\r\nthree"
+                w.writerow([f"c{i}", question, str(i)] + (["extra"] if i == 17 else []))
+    return jsonl, csvs
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv"])
 def test_jsonl_and_csv_ranges_parsed_apart_load_the_same_problems(tmp_path, monkeypatch, kind):
-    """Text files cut into line-aligned byte ranges (a record at most, here) and parsed apart give the local ids,
-    Problems, rejects and errors, with lines counted from the file's start (a CSV range never splits a record)."""
+    """Text shards cut into line-aligned byte ranges (a record at most, here) and parsed apart give the local ids,
+    Problems, rejects and errors, with rows numbered across the shards and lines counted from each file's start (a
+    CSV range never splits a record)."""
     from mathforge.datasets import pieces
 
     monkeypatch.setattr(pieces, "PIECE_BYTES", 40)
-    jsonl, csv_path = text_sources(tmp_path)
-    path = jsonl if kind == "jsonl" else csv_path
-    assert len(list(pieces.source_pieces([path]))) >= 25
+    jsonl, csvs = text_sources(tmp_path)
+    path = jsonl if kind == "jsonl" else csvs
+    shards = [path / f"train-0000{i}.{kind}" for i in (0, 1)]
+    assert len(list(pieces.source_pieces(shards))) >= 25
+    opts = {"id_field": "uid", "split": "train"}
     for kwargs in ({}, {"offset": 8, "limit": 15}, {"offset": 25}):
         got = {}
         for name, imap in (("here", None), ("apart", spread)):
             rejected: list = []
-            problems = list(load("generic", path, on_bad_row="skip", rejected=rejected, imap=imap, id_field="uid",
-                                 **kwargs))
+            problems = list(load("generic", path, on_bad_row="skip", rejected=rejected, imap=imap, **opts, **kwargs))
             got[name] = ([p.to_row() for p in problems], rejected)
         assert got["here"] == got["apart"]
     with pytest.raises(DataError) as here:
-        list(load("generic", path, id_field="uid"))
+        list(load("generic", path, **opts))
     with pytest.raises(DataError) as apart:
-        list(load("generic", path, id_field="uid", imap=spread))
+        list(load("generic", path, imap=spread, **opts))
     assert str(here.value) == str(apart.value)
     reasons: list = []
-    full = list(load("generic", path, on_bad_row="skip", rejected=reasons, id_field="uid", imap=spread))
+    full = list(load("generic", path, on_bad_row="skip", rejected=reasons, imap=spread, **opts))
     if kind == "jsonl":
         assert len(full) == 27 and [why.split(": ")[0] for _, why in reasons] == [
-            f"{path}, line 5", f"{path}, line 10, field 'question'", f"{path}, line 24, field 'uid'"]
-        assert "first at line 4" in reasons[2][1] and str(here.value).startswith(f"{path}, line 5: bad JSON")
-    else:  # each record after the first spans 3 lines: record i starts on line 3 + 3 * (i - 1)
+            f"{shards[0]}, line 5", f"{shards[0]}, line 10, field 'question'", f"{shards[1]}, line 8, field 'uid'"]
+        assert "first at line 4" in reasons[2][1] and str(here.value).startswith(f"{shards[0]}, line 5: bad JSON")
+    else:  # the first data row is named by its own line (2), not the header's
         assert len(full) == 28 and [why for _, why in reasons] == [
-            f"{path}, line 2, field 'question': missing or empty",
-            f"{path}, line 51: more values than header columns"]
+            f"{shards[0]}, line 2, field 'question': missing or empty",
+            f"{shards[1]}, line 8: more values than header columns"]
         assert full[0].id == "generic/c1" and full[0].question == "Line one of 1\nline two,\r\nthree"
+    assert [p.id for p in full][-1] == ("generic/j29" if kind == "jsonl" else "generic/c29")
 
 
-def test_pieces_of_several_files_number_rows_across_them(tmp_path, monkeypatch):
+def test_pieces_of_several_files_number_rows_across_them(tmp_path):
     """Rows are numbered across the files of a source (ids ``dataset/split/index``), whatever the cut."""
     from mathforge.datasets.pieces import read_piece, source_pieces
     from mathforge.datasets.readers import read_file
 
-    jsonl, path = text_sources(tmp_path)
-    files = [jsonl, path, jsonl]
+    jsonl, csvs = text_sources(tmp_path)
+    files = [jsonl / "train-00000.jsonl", csvs / "train-00001.csv", jsonl / "train-00001.jsonl"]
     local, start = [], 0
     for f in files:
         rows = list(read_file(f, start))
@@ -533,4 +541,27 @@ def test_pieces_of_several_files_number_rows_across_them(tmp_path, monkeypatch):
     for size in (1, 100, 10**9):
         cut = list(source_pieces(files, size=size))
         assert [row for p in cut for row in read_piece(p)] == local
-    assert local[-1].index == 2 * 30 + 30 - 1 and local[-1].line == 32
+    assert len(local) == 14 + 15 + 16 and local[-1].index == 44 and local[-1].line == 16
+
+
+def test_an_error_that_ends_a_piece_ends_the_load_where_the_local_read_does(tmp_path, monkeypatch):
+    """A piece whose reading stops at an error (a file csv cannot read) hands back its rows before it and the error:
+    the load yields those rows (a limit may stop it before the error) and then raises the local DataError."""
+    from mathforge.datasets import loading, pieces
+
+    jsonl, _ = text_sources(tmp_path)
+    real = pieces.read_piece
+
+    def failing(piece, max_row_bytes):
+        for row in real(piece, max_row_bytes):
+            if row.index == 20:
+                raise DataError("bad CSV: simulated", file=row.file, line=row.line)
+            yield row
+
+    monkeypatch.setattr(pieces, "PIECE_BYTES", 300)
+    monkeypatch.setattr(loading, "read_piece", failing)
+    opts = {"id_field": "uid", "split": "train", "on_bad_row": "skip"}
+    with pytest.raises(DataError) as stopped:
+        list(load("generic", jsonl, imap=spread, **opts))
+    assert str(stopped.value) == f"{jsonl / 'train-00001.jsonl'}, line 7: bad CSV: simulated"
+    assert len(list(load("generic", jsonl, imap=spread, limit=18, **opts))) == 18  # rows 0-19 less 2 bad ones

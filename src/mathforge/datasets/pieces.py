@@ -21,10 +21,10 @@ from typing import Any, Generator
 from mathforge.datasets.readers import (
     MAX_ROW_BYTES,
     Row,
-    _read_csv,
-    _read_jsonl,
-    _read_parquet,
     jsonl_lines,
+    read_csv,
+    read_jsonl,
+    read_parquet,
     wide_csv_fields,
 )
 from mathforge.errors import DataError
@@ -74,11 +74,11 @@ def read_piece(piece: Piece, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row
     path = Path(piece.file)
     suffix = path.suffix.lower()
     if piece.group >= 0:
-        return _read_parquet(path, piece.start, max_row_bytes, [piece.group])
+        return read_parquet(path, piece.start, max_row_bytes, [piece.group])
     if suffix in (".csv", ".tsv"):
-        return _read_csv(path, piece.start, "\t" if suffix == ".tsv" else ",", max_row_bytes, piece.begin,
+        return read_csv(path, piece.start, "\t" if suffix == ".tsv" else ",", max_row_bytes, piece.begin,
                          piece.line, piece.rows, piece.header)
-    return _read_jsonl(path, piece.start, max_row_bytes, piece.begin, piece.line, piece.rows)
+    return read_jsonl(path, piece.start, max_row_bytes, piece.begin, piece.line, piece.rows)
 
 
 def _parquet_pieces(path: Path, start: int) -> Scan:

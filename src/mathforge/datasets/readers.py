@@ -24,6 +24,7 @@ from mathforge.errors import ConfigError, DataError
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
 # Files that can be cut into pieces read apart (a JSON array cannot: its elements are found by decoding from the start)
 SPLITTABLE = (".jsonl", ".ndjson", ".parquet", ".csv", ".tsv")
+SHARDED = (".parquet", ".jsonl", ".csv")  # a split in several files: [data/]<split>-*.<ext>, rows numbered across them
 KNOWN_SPLITS = ("train", "test", "validation", "valid", "val", "dev")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # A row larger than this is rejected: 1 MiB of text is past every model's context window, so such a row can only
@@ -126,14 +127,16 @@ def _configs_for(loader: Loader, hub_id: str, config: str | None) -> tuple[str |
 
 
 def _split_files(loader: Loader, directory: Path, split: str | None) -> tuple[list[Path], str]:
-    """The file(s) of one split in a directory: ``<split>.<ext>`` or hub-style shards ``[data/]<split>-*.parquet``."""
+    """The file(s) of one split in a directory: ``<split>.<ext>`` or hub-style shards ``[data/]<split>-*.parquet``
+    (or ``.jsonl``, ``.csv``)."""
     name = split or loader.default_split
     for suffix in SUFFIXES:
         if (directory / f"{name}{suffix}").is_file():
             return [directory / f"{name}{suffix}"], name
-    shards = sorted(directory.glob(f"{name}-*.parquet")) or sorted(directory.glob(f"data/{name}-*.parquet"))
-    if shards:
-        return shards, name
+    for suffix in SHARDED:  # one kind of shard per split: Parquet first, as hub snapshots hold
+        shards = sorted(directory.glob(f"{name}-*{suffix}")) or sorted(directory.glob(f"data/{name}-*{suffix}"))
+        if shards:
+            return shards, name
     data_files = sorted(f for f in directory.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
     if split is None:
         for file_name in loader.file_names:
@@ -143,8 +146,8 @@ def _split_files(loader: Loader, directory: Path, split: str | None) -> tuple[li
             return data_files, split_of(data_files[0])
     present = ", ".join(f.name for f in data_files) or "no data files"
     raise DataError(
-        f"no file for split '{name}' (looked for {name}.jsonl/.json/.parquet/.csv and {name}-*.parquet); "
-        f"found: {present}; pass split= or a file path",
+        f"no file for split '{name}' (looked for {name}.jsonl/.json/.parquet/.csv and "
+        f"{name}-*.parquet/.jsonl/.csv); found: {present}; pass split= or a file path",
         file=str(directory),
     )
 
@@ -169,13 +172,13 @@ def read_file(path: Path, start: int = 0, max_row_bytes: int = MAX_ROW_BYTES) ->
     """Rows of one file, chosen by suffix; ``start`` is the index of its first row (files of a sharded split)."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(path, start, max_row_bytes)
+        return read_jsonl(path, start, max_row_bytes)
     if suffix == ".json":
         return _read_json(path, start, max_row_bytes)
     if suffix == ".parquet":
-        return _read_parquet(path, start, max_row_bytes)
+        return read_parquet(path, start, max_row_bytes)
     if suffix in (".csv", ".tsv"):
-        return _read_csv(path, start, "\t" if suffix == ".tsv" else ",", max_row_bytes)
+        return read_csv(path, start, "\t" if suffix == ".tsv" else ",", max_row_bytes)
     raise DataError(f"unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}", file=str(path))
 
 
@@ -216,8 +219,8 @@ def _object_row(index: int, file: str, line: int, data: Any, raw: str) -> Row:
     return Row(index, file, line, None, raw=raw, error=f"expected a JSON object, got {type(data).__name__}")
 
 
-def _read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0, line: int = 0,
-                rows: int | None = None) -> Iterator[Row]:
+def read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0, line: int = 0,
+               rows: int | None = None) -> Iterator[Row]:
     """Rows of a JSONL file; from byte ``begin`` (a line start, ``line`` lines into the file), at most ``rows``."""
     index, file = start, str(path)
     with path.open("rb") as fh:
@@ -269,7 +272,7 @@ def _read_json(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES) -> It
     data = path.read_bytes()
     body = data.lstrip()
     if not body.startswith(b"["):
-        yield from _read_jsonl(path, start, max_row_bytes)
+        yield from read_jsonl(path, start, max_row_bytes)
         return
     try:
         text, clean = data.decode("utf-8"), True
@@ -337,8 +340,9 @@ def _checked(index: int, file: str, data: dict[str, Any], max_row_bytes: int) ->
     return Row(index, file, None, data)
 
 
-def _read_parquet(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES,
-                  row_groups: list[int] | None = None) -> Iterator[Row]:
+def read_parquet(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES,
+                 row_groups: list[int] | None = None) -> Iterator[Row]:
+    """Rows of a Parquet file (of some of its row groups), a batch of 1,024 decoded at a time."""
     import pyarrow.parquet as pq
 
     try:
@@ -379,8 +383,8 @@ def _parquet_rows_checked(batch: Any, start: int, file: str, max_row_bytes: int)
         yield Row(start + offset, file, None, None, raw=raw, error=f"not valid UTF-8 (byte 0x{byte})", field=name)
 
 
-def _read_csv(path: Path, start: int, delimiter: str, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0,
-              line: int = 0, rows: int | None = None, header: tuple[str, ...] | None = None) -> Iterator[Row]:
+def read_csv(path: Path, start: int, delimiter: str, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0,
+             line: int = 0, rows: int | None = None, header: tuple[str, ...] | None = None) -> Iterator[Row]:
     """Rows of a CSV file; from byte ``begin`` (a record start, ``line`` lines into the file; ``header``: the
     file's column names, read from its first record when None), at most ``rows``."""
     index, file = start, str(path)
