@@ -31,7 +31,7 @@ from mathforge.config import StrictModel, dump_yaml
 from mathforge.errors import ConfigError, MathforgeError
 # SPLITS, SCHEMAS, sft_rows and completion_rows are also imported from here (synth/export.py, bench/train.py)
 from mathforge.export_batch import (  # noqa: F401
-    SCHEMAS, SPLITS, Part, Renderer, Tallier, completion_rows, render, sft_rows,
+    SCHEMAS, SPLITS, TALLY_COLUMNS, Part, Renderer, Tallier, completion_rows, render, sft_rows,
 )
 from mathforge.memory import release_free_memory
 from mathforge.pipeline.context import RunContext
@@ -183,15 +183,17 @@ def export(samples: list[dict[str, Any]], out: Path, cfg: ExportConfig, seed: in
 
 
 def export_batches(batches: Callable[[], Iterator[Batch]], out: Path, cfg: ExportConfig, seed: int = 0,
-                   provenance: dict[str, Any] | None = None, imap: IMap | None = None) -> dict[str, Any]:
-    """Write the export folder from sample batches (``batches()`` is read twice: once for the split by problem and
-    the card's counts, once to write), a batch in memory at a time. ``imap``: the executor's ordered map, which runs
-    the per-batch work (``export_batch.py``) on its workers; this process writes every file. Returns counts."""
+                   provenance: dict[str, Any] | None = None, imap: IMap | None = None,
+                   tally_batches: Callable[[], Iterator[Batch]] | None = None) -> dict[str, Any]:
+    """Write the export folder from sample batches (read twice: once for the split by problem and the card's counts,
+    from ``tally_batches()`` if given (only ``TALLY_COLUMNS`` are needed), once to write, from ``batches()``), a batch
+    in memory at a time. ``imap``: the executor's ordered map, which runs the per-batch work (``export_batch.py``)
+    on its workers; this process writes every file. Returns counts."""
     imap = imap or map
     chunks: list[pa.Array] = []  # each batch's accepted problem ids, unique, as compact Arrow strings
     teachers: Counter = Counter()
     sources: Counter = Counter()
-    for tally in imap(Tallier(cfg), batches()):
+    for tally in imap(Tallier(cfg), (tally_batches or batches)()):
         chunks.append(tally.problems)
         teachers.update(tally.teachers)
         sources.update(tally.sources)
@@ -370,10 +372,12 @@ class ExportStage(Stage):
             if not ctx.has_input("samples"):
                 raise ConfigError(f"export: styles {', '.join(sample_styles)} need a samples table before this stage "
                                   "(a generate or verify stage); style synthesis alone needs only synthesised problems")
-            # Arrow batches: under Ray they reach the workers as they are, the rows are made there
-            counts = export_batches(ctx.input("samples").record_batches, out.path,
-                                    cfg.model_copy(update={"styles": sample_styles}), seed=ctx.seed,
-                                    provenance=provenance, imap=ctx.executor.imap)
+            # Arrow batches: under Ray they reach the workers as they are, the rows are made there; the first pass
+            # reads only the columns it needs (not the texts)
+            reader = ctx.input("samples")
+            counts = export_batches(reader.record_batches, out.path, cfg.model_copy(update={"styles": sample_styles}),
+                                    seed=ctx.seed, provenance=provenance, imap=ctx.executor.imap,
+                                    tally_batches=lambda: reader.record_batches(columns=TALLY_COLUMNS))
         metrics: dict[str, Any] = {}
         if "synthesis" in cfg.styles:
             from mathforge.synth.export import export_synthesis

@@ -101,8 +101,11 @@ class Tally:
     sources: Counter = field(default_factory=Counter)  # dataset prefix of the problem id -> accepted rows
 
 
+TALLY_COLUMNS = ["problem_id", "teacher", "model", "correct"]  # all that pass 1 reads of a sample
+
+
 class Tallier:
-    """Pass 1's per-batch step (a picklable callable)."""
+    """Pass 1's per-batch step (a picklable callable); it reads only ``TALLY_COLUMNS`` of each sample."""
 
     def __init__(self, cfg: "ExportConfig"):
         self.cfg = cfg

@@ -82,9 +82,12 @@ class TableReader:
     def schema(self) -> pa.Schema:
         return self._file.schema_arrow
 
-    def record_batches(self, batch_size: int = DEFAULT_BATCH) -> Iterator[pa.RecordBatch]:
+    def record_batches(self, batch_size: int = DEFAULT_BATCH,
+                       columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Arrow record batches in order; ``columns`` limits what is read (absent ones skipped, as ``ShardReader``)."""
+        names = [c for c in columns if c in self.schema.names] if columns else None
         try:
-            yield from self._file.iter_batches(batch_size=batch_size)
+            yield from self._file.iter_batches(batch_size=batch_size, columns=names)
         except (pa.ArrowException, OSError) as exc:
             raise _parquet_error(self.path, exc) from None
 
