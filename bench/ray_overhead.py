@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fake_openai_server import ServerConfig, ServerThread  # noqa: E402
-from ray_cluster import local_cluster  # noqa: E402
+from ray_cluster import NODE, local_cluster  # noqa: E402
 
 STAGES = ("load", "generate", "verify", "curate", "export")
 BENCHMARKS = [("gsm8k", "gsm8k", "test"), ("math", "math", "test"), ("math500", "math500", "test"),
@@ -108,6 +108,13 @@ def curate_data(bench_data: Path, n: int, k: int = 4) -> list[list[dict]]:
     return [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
 
 
+_PER_TASK: dict = {}
+
+
+def _apply(fn, item):
+    return fn(item)
+
+
 def imap_per_task(ex, fn, items):
     """``RayExecutor.imap`` as it was before the per-worker cache: ``fn``'s reference a task argument, which Ray
     resolves into a freshly unpickled copy for every task."""
@@ -115,7 +122,9 @@ def imap_per_task(ex, fn, items):
 
     ray = ex.ray
     fn_ref = ray.put(fn)
-    call = ray.remote(lambda f, item: f(item))
+    if "call" not in _PER_TASK:  # defined once, as the executor's own task is
+        _PER_TASK["call"] = ray.remote(_apply)
+    call = _PER_TASK["call"]
     window = max(2, min(16, 2 * ex.cpus()))
     pending: deque = deque()
     for item in items:
@@ -195,13 +204,16 @@ def curate_cache(address: str, bench_data: Path, n: int, rounds: int, loads: lis
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", type=int, default=400)
+    ap.add_argument("--problems", type=int, default=400, help="0: skip the recipe's rounds")
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--curate-problems", type=int, default=6000, help="0: skip the curate measurement")
     ap.add_argument("--bench-data", type=Path, default=ROOT.parent.parent / "shared" / "data")
+    ap.add_argument("--object-store-mib", type=int, default=NODE["object_store_memory"] >> 20,
+                    help="object store per node (default: the test clusters')")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ray.md"))
     args = ap.parse_args()
+    NODE["object_store_memory"] = args.object_store_mib << 20  # every node of the cluster started below
     os.environ["BENCH_KEY"] = "sk-bench-ray-0123456789"
     cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True)
                 .stdout.splitlines() if ln.startswith("Model name")), "?")
@@ -221,10 +233,10 @@ def main() -> None:
             t = time.perf_counter()
             ray.init(address=cluster.address, log_to_driver=False, namespace="mathforge")
             join = time.perf_counter() - t
-            for ex in ("local", "ray"):  # warm-up, not counted: imports and first-use caches of either path
+            for ex in ("local", "ray") if args.problems else ():  # warm-up, not counted: first-use costs
                 server.configure(SERVER)
                 run_once(spec, tmp / f"{ex}-warm", ex, cluster.address if ex == "ray" else None)
-            for r in range(args.rounds):
+            for r in range(args.rounds if args.problems else 0):
                 order = ("local", "ray") if r % 2 == 0 else ("ray", "local")
                 for ex in order:
                     server.configure(SERVER)
@@ -236,33 +248,40 @@ def main() -> None:
                     loads.append(os.getloadavg()[0])
             cur = curate_cache(cluster.address, args.bench_data, args.curate_problems, args.rounds, loads) \
                 if args.curate_problems else None
-    same = exports["local"] == exports["ray"] and len(exports["local"]) == 1
-    med = {ex: {s: statistics.median(t[s] for t in times[ex]) for s in (*STAGES, "sending")} for ex in times}
-    wall = {ex: statistics.median(walls[ex]) for ex in walls}
-    rows = [(s, med["local"][s], med["ray"][s]) for s in STAGES]
-    rows.insert(2, ("  of which sending (replicas ready)", med["local"]["sending"], med["ray"]["sending"]))
-    rows.append(("whole run", wall["local"], wall["ray"]))
     lines = [
         "",
         f"## {started}: export as Ray tasks; an ordered map's function unpacked once per worker",
         "",
         f"`python bench/ray_overhead.py --problems {args.problems} --k {args.k} --rounds {args.rounds}"
-        f" --curate-problems {args.curate_problems}`, run at `nice -n {os.nice(0)}`. The recipe of the first section"
-        " (same sizes, same fake server, same 2-node cluster), now with export's per-sample work (accepted samples,"
-        " problem ids, chat / prompt-completion / sft rows rendered as JSONL bytes and Arrow tables) running as one"
-        " Ray task per batch, and the driver appending what comes back; export writes JSONL and Parquet here.",
+        f" --curate-problems {args.curate_problems} --object-store-mib {args.object_store_mib}`, run at"
+        f" `nice -n {os.nice(0)}`, on a 2-node Ray cluster simulated on this machine (`tests/ray_cluster.py`:"
+        f" 127.0.0.1, 1 CPU and a {args.object_store_mib} MiB object store per node).",
         "",
         f"- CPU: {cpu} ({os.cpu_count()} cores, shared with other engineers' jobs: absolute seconds are noisy, the"
         " ratios are measured in the same run)",
         f"- load average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f}",
-        f"- export identical (every file of export/, byte for byte, in every run): {'yes' if same else 'NO'}",
-        f"- one-off: starting the 2-node cluster {cluster_start:.1f} s, joining it {join:.2f} s (not in the table)",
-        "",
-        "| stage | local s | ray s | ray / local |",
-        "|---|---:|---:|---:|",
-        *(f"| {s} | {a:.2f} | {b:.2f} | {b / a if a else float('nan'):.2f} |" for s, a, b in rows),
+        f"- one-off: starting the 2-node cluster {cluster_start:.1f} s, joining it {join:.2f} s (not in the tables)",
         "",
     ]
+    if args.problems:
+        same = exports["local"] == exports["ray"] and len(exports["local"]) == 1
+        med = {ex: {s: statistics.median(t[s] for t in times[ex]) for s in (*STAGES, "sending")} for ex in times}
+        wall = {ex: statistics.median(walls[ex]) for ex in walls}
+        rows = [(s, med["local"][s], med["ray"][s]) for s in STAGES]
+        rows.insert(2, ("  of which sending (replicas ready)", med["local"]["sending"], med["ray"]["sending"]))
+        rows.append(("whole run", wall["local"], wall["ray"]))
+        lines += [
+            "**The recipe of the first section** (same sizes and fake server, medians of the rounds after a warm-up"
+            " of each executor, alternating which goes first), now with export's per-sample work (accepted samples,"
+            " problem ids, chat / prompt-completion / sft rows rendered as JSONL bytes and Arrow tables) as one Ray"
+            " task per batch and the driver appending what comes back, in order. Every file of `export/` byte for"
+            f" byte the same in every run of both executors: {'yes' if same else 'NO'}.",
+            "",
+            "| stage | local s | ray s | ray / local |",
+            "|---|---:|---:|---:|",
+            *(f"| {s} | {a:.2f} | {b:.2f} | {b / a if a else float('nan'):.2f} |" for s, a, b in rows),
+            "",
+        ]
     if cur:
         sec = cur["seconds"]
         base = sec["ray, once per task"]

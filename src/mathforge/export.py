@@ -29,7 +29,10 @@ from pydantic import Field
 
 from mathforge.config import StrictModel, dump_yaml
 from mathforge.errors import ConfigError, MathforgeError
-from mathforge.export_batch import SCHEMAS, SPLITS, Part, Renderer, Tallier, completion_rows, render, sft_rows
+# SPLITS, SCHEMAS, sft_rows and completion_rows are also imported from here (synth/export.py, bench/train.py)
+from mathforge.export_batch import (  # noqa: F401
+    SCHEMAS, SPLITS, Part, Renderer, Tallier, completion_rows, render, sft_rows,
+)
 from mathforge.memory import release_free_memory
 from mathforge.pipeline.context import RunContext
 from mathforge.pipeline.stages import Port, Stage
@@ -39,8 +42,6 @@ Style = Literal["chat", "completion", "synthesis"]
 Format = Literal["jsonl", "parquet", "dataset"]
 Batch = list[dict[str, Any]] | pa.RecordBatch
 IMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
-__all__ = ["SCHEMAS", "SPLITS", "ExportConfig", "ExportStage", "completion_rows", "export", "export_batches",
-           "sft_rows", "split_problems"]
 
 
 class ExportConfig(StrictModel):

@@ -40,6 +40,7 @@ def rows_of(batch: Rows | pa.RecordBatch | pa.Table) -> Rows:
 
 
 def accepted(samples: Rows, cfg: "ExportConfig") -> Rows:
+    """The samples exported: those the verifier accepted, or all of them when ``only_correct`` is off."""
     return [s for s in samples if not cfg.only_correct or s.get("correct") is True]
 
 
