@@ -437,17 +437,23 @@ def spread(fn, pieces):
         yield None if i == 0 else pickle.loads(pickle.dumps(worker(piece)))
 
 
-def test_parquet_row_groups_parsed_apart_load_the_same_problems(tmp_path):
-    path = str(sharded_parquet(tmp_path))
-    opts = {"id_field": "uid", "split": "train"}
-    for kwargs in ({}, {"offset": 8, "limit": 20}, {"offset": 30}):
+def loads_here_and_apart(path, opts: dict, cases: tuple) -> tuple[list, list]:
+    """Each case loaded row by row here and piece by piece through ``spread``: the same problems and rejects; returns
+    the last case's (problem rows, rejects)."""
+    for kwargs in cases:
         got = {}
         for name, imap in (("here", None), ("apart", spread)):
             rejected: list = []
             problems = list(load("generic", path, on_bad_row="skip", rejected=rejected, imap=imap, **opts, **kwargs))
             got[name] = ([p.to_row() for p in problems], rejected)
         assert got["here"] == got["apart"]
-    problems, rejected = got["here"]
+    return got["here"]
+
+
+def test_parquet_row_groups_parsed_apart_load_the_same_problems(tmp_path):
+    path = str(sharded_parquet(tmp_path))
+    opts = {"id_field": "uid", "split": "train"}
+    problems, rejected = loads_here_and_apart(path, opts, ({}, {"offset": 8, "limit": 20}, {"offset": 30}))
     assert [p["id"] for p in problems][:2] == ["generic/u30", "generic/u31"]
     reasons: list = []
     full = list(load("generic", path, on_bad_row="skip", rejected=reasons, imap=spread, **opts))
@@ -500,13 +506,7 @@ def test_jsonl_and_csv_ranges_parsed_apart_load_the_same_problems(tmp_path, monk
     shards = [path / f"train-0000{i}.{kind}" for i in (0, 1)]
     assert len(list(pieces.source_pieces(shards))) >= 25
     opts = {"id_field": "uid", "split": "train"}
-    for kwargs in ({}, {"offset": 8, "limit": 15}, {"offset": 25}):
-        got = {}
-        for name, imap in (("here", None), ("apart", spread)):
-            rejected: list = []
-            problems = list(load("generic", path, on_bad_row="skip", rejected=rejected, imap=imap, **opts, **kwargs))
-            got[name] = ([p.to_row() for p in problems], rejected)
-        assert got["here"] == got["apart"]
+    loads_here_and_apart(path, opts, ({}, {"offset": 8, "limit": 15}, {"offset": 25}))
     with pytest.raises(DataError) as here:
         list(load("generic", path, **opts))
     with pytest.raises(DataError) as apart:

@@ -174,6 +174,26 @@ def test_one_failing_request_fails_alone_and_the_rest_are_answered():
     assert Fussy.calls <= 2 * 4 + 1  # a bisection, not one call per request
 
 
+def test_a_replica_gets_the_gpus_and_the_chunk_its_backend_needs():
+    """Tensor-parallel vLLM replicas take their GPUs; a refill replica gets chunks it can refill from."""
+    from mathforge.backends.local import LocalConfig
+    from mathforge.backends.openai_api import OpenAIConfig
+    from mathforge.backends.vllm_offline import VLLMConfig
+    from mathforge.executor.replicas import replica_plan
+
+    refill = LocalConfig(backend="local", model="m", batch_size=8)
+    assert refill.batching == "refill"
+    assert replica_plan(refill, gpus=4, nodes=2) == (4, {"num_gpus": 1, "num_cpus": 1}, 32)
+    assert replica_plan(refill, gpus=4, nodes=2, share=2)[0] == 2  # two students evaluated at once
+    assert replica_plan(refill, gpus=0, nodes=3) == (3, {"num_cpus": 1}, 32)
+    static = LocalConfig(backend="local", model="m", batch_size=8, batching="static")
+    assert replica_plan(static, gpus=4, nodes=2)[2] == 8  # a static batch ends together: one batch per chunk
+    tp = VLLMConfig(backend="vllm", model="m", tensor_parallel_size=2, chunk_prompts=100)
+    assert replica_plan(tp, gpus=8, nodes=2) == (4, {"num_gpus": 2, "num_cpus": 1}, 100)
+    api = OpenAIConfig(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", max_concurrency=16)
+    assert replica_plan(api, gpus=8, nodes=3) == (3, {"num_cpus": 0}, 64)
+
+
 # -- on the cluster ------------------------------------------------------------------------------------------------
 def test_api_recipe_on_the_cluster_equals_the_local_run(cluster, server, tmp_path):
     server.configure(FIXED)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from mathforge.errors import BackendError, ConfigError
-from mathforge.executor.replicas import MODEL_BACKENDS, Replica
+from mathforge.executor.replicas import MODEL_BACKENDS, Replica, gpus_per_replica, replica_plan
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -201,9 +201,13 @@ class RayExecutor:
             return config.model_copy(update={"device": "cuda" if self.gpus() else "cpu"})
         return config
 
-    def model_slots(self) -> int:
-        """Model replicas the cluster holds at once: one per GPU, or one per CPU on a cluster without GPUs."""
-        return self.gpus() or self.cpus()
+    def model_slots(self, per: int = 1) -> int:
+        """Model replicas the cluster holds at once: one per ``per`` GPUs (a replica's tensor-parallel size), or one
+        per CPU on a cluster without GPUs."""
+        gpus = self.gpus()
+        if gpus and gpus < per:
+            raise ConfigError(f"a model teacher needs {per} GPUs (tensor_parallel_size) and the cluster has {gpus}")
+        return gpus // per if gpus else self.cpus()
 
     def prepare(self, ctx: "RunContext", teachers: list[str]) -> None:
         """Start the replicas of the teachers that answer next (together: students evaluated at once share the
@@ -218,7 +222,7 @@ class RayExecutor:
             ctx.backend(teacher).prepare()
         teachers = [t for t in teachers if not on_driver(ctx, t)]
         models = [t for t in teachers if ctx.backend(t).config.backend in MODEL_BACKENDS]
-        slots = self.model_slots()
+        slots = self.model_slots(max((gpus_per_replica(ctx.backend(t).config) for t in models), default=1))
         self._turns = None
         if len(models) > slots:
             from mathforge.pipeline.progress import console
@@ -241,12 +245,7 @@ class RayExecutor:
         env = {v: os.environ[v] for k, v in config.model_dump().items()
                if k.endswith("_env") and isinstance(v, str) and v in os.environ}
         limiter = None if model else self._cluster_limiter()
-        if model and self.gpus():
-            replicas, options = max(1, self.gpus() // share), {"num_gpus": 1, "num_cpus": 1}
-        elif model:
-            replicas, options = max(1, self.nodes() // share), {"num_cpus": 1}
-        else:  # API teachers wait on the network: one light worker per node, under one cluster-wide limit
-            replicas, options = self.nodes(), {"num_cpus": 0}
+        replicas, options, chunk = replica_plan(config, self.gpus(), self.nodes(), share)
         spec = {"options": {**options, "scheduling_strategy": "SPREAD"},
                 "args": (teacher, config, env, limiter, self.scope if limiter is not None else None)}
         started = [self._fn("replica").options(**spec["options"]).remote(*spec["args"]) for _ in range(replicas)]
@@ -261,10 +260,6 @@ class RayExecutor:
                 self.ray.kill(a)
         if not actors:
             raise BackendError(f"teacher {teacher}: no Ray replica could start: {error}")
-        if model:
-            chunk = getattr(config, "batch_size", None) or 16  # one batch in flight per replica
-        else:
-            chunk = max(32, 4 * int(getattr(config, "max_concurrency", 8) or 8))
         pool = self._pools[teacher] = Pool(teacher, actors, chunk, spec)
         return pool
 

@@ -25,6 +25,36 @@ STATS_SECONDS = 1.0  # a replica sends what its counters (calls, 429s, retries, 
 MAX_SPLITS = 16  # bisection depth: 2^16 requests in a chunk are far more than any chunk holds
 
 
+def replica_plan(config: Any, gpus: int, nodes: int, share: int = 1) -> tuple[int, dict[str, Any], int]:
+    """How many replicas a teacher gets, the Ray resources of each, and the requests handed to one at a time.
+
+    A model replica takes ``tensor_parallel_size`` GPUs (vLLM shards the model over them; 1 for transformers), or one
+    CPU worker per node without GPUs. Its chunk keeps its batching busy: with refill batching four batches (a
+    finished row's slot takes the next prompt of the chunk, so rows are refilled until the chunk's last batch), a
+    batch with static batching, vLLM's own ``chunk_prompts``. API teachers wait on the network: one light worker per
+    node (under one cluster-wide limit), four times their concurrency per chunk."""
+    if config.backend in MODEL_BACKENDS:
+        per = gpus_per_replica(config)
+        if gpus:
+            replicas, options = max(1, gpus // (per * share)), {"num_gpus": per, "num_cpus": 1}
+        else:
+            replicas, options = max(1, nodes // share), {"num_cpus": 1}
+        batch = int(getattr(config, "batch_size", None) or 16)
+        if getattr(config, "chunk_prompts", None):
+            chunk = int(config.chunk_prompts)
+        elif getattr(config, "batching", None) == "refill":
+            chunk = 4 * batch
+        else:
+            chunk = batch
+        return replicas, options, chunk
+    return nodes, {"num_cpus": 0}, max(32, 4 * int(getattr(config, "max_concurrency", 8) or 8))
+
+
+def gpus_per_replica(config: Any) -> int:
+    """GPUs one model replica takes: vLLM's tensor-parallel size (the model sharded over them), else one."""
+    return int(getattr(config, "tensor_parallel_size", 1) or 1)
+
+
 class QueueSink:
     """The result sink inside a replica: results go to a queue that the streaming method drains."""
 
