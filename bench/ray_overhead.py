@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The data shared with the project: ../shared/data from its root (from a worktree one level deeper, ../../shared/data)
+SHARED_DATA = next((d for d in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if d.is_dir()),
+                   ROOT.parent / "shared" / "data")
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -208,7 +211,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--curate-problems", type=int, default=6000, help="0: skip the curate measurement")
-    ap.add_argument("--bench-data", type=Path, default=ROOT.parent.parent / "shared" / "data")
+    ap.add_argument("--bench-data", type=Path, default=SHARED_DATA)
     ap.add_argument("--object-store-mib", type=int, default=NODE["object_store_memory"] >> 20,
                     help="object store per node (default: the test clusters')")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ray.md"))

@@ -41,6 +41,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The data shared with the project: ../shared/data from its root (from a worktree one level deeper, ../../shared/data)
+SHARED_DATA = next((d for d in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if d.is_dir()),
+                   ROOT.parent / "shared" / "data")
 SERVER = ROOT / "tests" / "fake_openai_server.py"
 SOURCES = ["olympiads", "cn_k12", "aops_forum", "amc_aime", "number_theory", "inequalities", "cn_contest", "orca_math"]
 BENCHMARKS = [("gsm8k", "gsm8k", "test"), ("math", "math", "test"), ("math500", "math500", "test"),
@@ -368,8 +371,8 @@ def main() -> None:
     ap.add_argument("--cap-mib", type=int, default=4096)
     ap.add_argument("--window", type=int, default=None, help="generate.window for the new system (default: its own)")
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "mathforge-scale")
-    ap.add_argument("--math", type=Path, default=ROOT.parent.parent / "shared" / "data" / "math" / "train.jsonl")
-    ap.add_argument("--bench-data", type=Path, default=ROOT.parent.parent / "shared" / "data")
+    ap.add_argument("--math", type=Path, default=SHARED_DATA / "math" / "train.jsonl")
+    ap.add_argument("--bench-data", type=Path, default=SHARED_DATA)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.md")
     ap.add_argument("--new-src", type=Path, default=ROOT / "src",
                     help="sources of the new system (a copy keeps edits made meanwhile out of the measurement)")
