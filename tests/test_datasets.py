@@ -472,7 +472,7 @@ def test_parquet_row_groups_parsed_apart_load_the_same_problems(tmp_path):
 def text_sources(tmp_path: Path) -> tuple[Path, Path]:
     """A split in two JSONL shards (blank lines, a line that is not JSON, a row without a question, an id repeated
     from the other shard) and one in two CSV shards (quoted fields spanning lines, a row without a question on the
-    first data line, a row with too many values); each directory holds ``train-00000.<ext>``, ``train-00001.<ext>``."""
+    first data line, blank lines before a row with too many values); each directory holds ``train-00000.<ext>``, ``train-00001.<ext>``."""
     lines = [json.dumps({"uid": f"j{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(30)]
     lines[4] = '{"uid": "j4", "question": "broken'
     lines[9] = json.dumps({"uid": "j9", "answer": "10"})
@@ -489,6 +489,8 @@ def text_sources(tmp_path: Path) -> tuple[Path, Path]:
             w.writerow(["uid", "question", "answer"])
             for i in ids:  # each record but c0 spans 3 lines
                 question = "" if i == 0 else f"Line one of {i}\nline two,\r\nthree"
+                if i == 17:
+                    fh.write("\r\n\r\n")  # blank lines are not rows: c17 is named by its own line (10)
                 w.writerow([f"c{i}", question, str(i)] + (["extra"] if i == 17 else []))
     return jsonl, csvs
 
@@ -521,7 +523,7 @@ def test_jsonl_and_csv_ranges_parsed_apart_load_the_same_problems(tmp_path, monk
     else:  # the first data row is named by its own line (2), not the header's
         assert len(full) == 28 and [why for _, why in reasons] == [
             f"{shards[0]}, line 2, field 'question': missing or empty",
-            f"{shards[1]}, line 8: more values than header columns"]
+            f"{shards[1]}, line 10: more values than header columns"]
         assert full[0].id == "generic/c1" and full[0].question == "Line one of 1\nline two,\r\nthree"
     assert [p.id for p in full][-1] == ("generic/j29" if kind == "jsonl" else "generic/c29")
 
@@ -565,3 +567,59 @@ def test_an_error_that_ends_a_piece_ends_the_load_where_the_local_read_does(tmp_
         list(load("generic", jsonl, imap=spread, **opts))
     assert str(stopped.value) == f"{jsonl / 'train-00001.jsonl'}, line 7: bad CSV: simulated"
     assert len(list(load("generic", jsonl, imap=spread, limit=18, **opts))) == 18  # rows 0-19 less 2 bad ones
+
+
+def test_a_worker_seeing_another_version_of_the_file_hands_the_piece_back(tmp_path, monkeypatch):
+    """A piece is cut from the driver's file; a worker whose path leads to another file (a relative path under
+    another working directory, a node-local copy of another version) hands it back instead of parsing other rows."""
+    import os
+    import pickle
+
+    from mathforge.datasets import pieces
+
+    for d, prefix in (("driver", "d"), ("worker", "stale")):
+        (tmp_path / d).mkdir()
+        write_jsonl(tmp_path / d / "train.jsonl", [
+            json.dumps({"uid": f"{prefix}{i}", "question": f"{prefix} question {i}?", "answer": str(i)}) for i in range(40)])
+    handed_back: list[bool] = []
+
+    def elsewhere(fn, items):  # each piece parsed by a pickled copy of fn in the worker's directory
+        worker = pickle.loads(pickle.dumps(fn))
+        for piece in items:
+            os.chdir(tmp_path / "worker")
+            try:
+                got = pickle.loads(pickle.dumps(worker(piece)))
+            finally:
+                os.chdir(tmp_path / "driver")
+            handed_back.append(got is None)
+            yield got
+
+    monkeypatch.setattr(pieces, "PIECE_BYTES", 300)
+    monkeypatch.chdir(tmp_path / "driver")
+    here = [p.to_row() for p in load("generic", "train.jsonl", id_field="uid")]
+    apart = [p.to_row() for p in load("generic", "train.jsonl", id_field="uid", imap=elsewhere)]
+    assert apart == here and here[0]["question"] == "d question 0?"
+    assert len(handed_back) > 3 and all(handed_back)
+
+
+def test_a_jsonl_line_of_exactly_the_limit_ended_by_crlf_is_one_line(tmp_path):
+    from mathforge.datasets.readers import read_file
+
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(b'{"a":"12"}\r\n{"broken\r\n{"b":"3"}\r\n')  # the first line holds exactly 10 bytes
+    rows = list(read_file(path, 0, max_row_bytes=10))
+    assert [(r.index, r.line) for r in rows] == [(0, 1), (1, 2), (2, 3)]
+    assert rows[0].data == {"a": "12"} and "bad JSON" in rows[1].error
+
+
+def test_two_versions_of_a_split_are_not_its_shards(tmp_path):
+    """``train-00000.jsonl``, ``train-00001.jsonl`` are the shards of a split; ``train-v1.jsonl`` and
+    ``train-v2.jsonl`` are two versions of it, not to be joined."""
+    for name in ("train-v1.jsonl", "train-v2.jsonl"):
+        write_jsonl(tmp_path / name, [json.dumps({"question": f"{name} q?", "answer": "1"})])
+    with pytest.raises(DataError, match="no file for split 'train'"):
+        list(load("generic", tmp_path))
+    for name in ("train-00000-of-00002.jsonl", "train-00001-of-00002.jsonl"):
+        write_jsonl(tmp_path / name, [json.dumps({"question": f"{name} q?", "answer": "1"})])
+    assert [p.question for p in load("generic", tmp_path)] == [
+        "train-00000-of-00002.jsonl q?", "train-00001-of-00002.jsonl q?"]

@@ -218,6 +218,28 @@ def test_api_recipe_on_the_cluster_equals_the_local_run(cluster, server, tmp_pat
     assert on_ray["stages"]["generate"]["teachers"]["fake"]["api_calls"] == 60  # the workers' counters came back
 
 
+def test_an_error_on_the_drivers_side_of_a_chunk_ends_the_stage_with_it(cluster, server, tmp_path, monkeypatch):
+    """The ledger failing while a replica's answers come in stops the run with that error, not with requests left
+    silently pending (the thread that took the chunk used to die without a word)."""
+    from mathforge.generate import LedgerSink
+
+    server.configure(FIXED)
+    real, calls = LedgerSink.ok_many, [0]
+
+    def failing(self, items):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise OSError("disk full while committing answers")
+        return real(self, items)
+
+    monkeypatch.setattr(LedgerSink, "ok_many", failing)
+    stages = [{"load": {"dataset": "generic", "path": str(problems_file(tmp_path, 10))}},
+              {"generate": {"k": 2, "max_tokens": 8, "prompt": "cot"}}]
+    with pytest.raises(Exception, match="disk full while committing answers"):
+        run_recipe(parse_recipe(api_recipe(tmp_path, server.url, 10, stages=stages)), tmp_path / "ray",
+                   executor="ray", address=cluster.address)
+
+
 def test_shard_map_and_partitioned_dedup_equal_the_local_ones(cluster, tmp_path):
     from test_curate_compact import LEAK_Q, fixture_rows
 
@@ -319,10 +341,17 @@ def test_jsonl_and_csv_loads_as_tasks_equal_the_local_ones(cluster, tmp_path, mo
     monkeypatch.setattr(pieces, "PIECE_BYTES", 120)  # the driver cuts: 2-3 rows a piece
     loopback_env()
     ex = make_executor("ray", cluster.address)
+    by_tasks: list[bool] = []  # per piece: parsed by a task (not handed back to the driver)
+
+    def on_tasks(fn, items):
+        for got in ex.imap(fn, items):
+            by_tasks.append(got is not None)
+            yield got
+
     try:
         for path in text_sources(tmp_path):
             loaded, errors = {}, {}
-            for name, imap in (("local", None), ("ray", ex.imap)):
+            for name, imap in (("local", None), ("ray", on_tasks)):
                 rejected: list = []
                 problems = list(load("generic", path, split="train", id_field="uid", on_bad_row="skip",
                                      rejected=rejected, imap=imap))
@@ -335,6 +364,7 @@ def test_jsonl_and_csv_loads_as_tasks_equal_the_local_ones(cluster, tmp_path, mo
             assert errors["ray"][1].startswith(f"{path / 'train-00000'}") and ", line " in errors["ray"][1]
             assert {why.split(",")[0] for _, why in loaded["ray"][1]} == {
                 str(p) for p in path.iterdir()}  # rejects in both shards, named by their file
+        assert len(by_tasks) > 20 and all(by_tasks)  # the workers parsed every piece themselves
     finally:
         ex.close()
 

@@ -125,9 +125,9 @@ class PieceParser:
 
     def __call__(self, piece: Piece) -> list[tuple[Row | None, Any]] | None:
         """The rows with their Problem, (message, field) of their RowError, or None before the offset, and a last
-        (None, error) when reading stopped at an error; None when this worker cannot see the file (then the driver
-        reads the piece itself)."""
-        if not Path(piece.file).is_file():
+        (None, error) when reading stopped at an error; None when this worker cannot see the file, or sees another
+        version of it (then the driver reads the piece itself)."""
+        if not piece.same_file_here():
             return None
         return self.here(piece)
 

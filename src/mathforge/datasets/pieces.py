@@ -13,8 +13,9 @@ than it must).
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generator
 
@@ -47,6 +48,15 @@ class Piece:
     begin: int = 0
     line: int = 0
     header: tuple[str, ...] | None = None
+    stamp: tuple[int, int] | None = None  # the driver's file: (size, mtime_ns); a worker seeing another hands it back
+
+    def same_file_here(self) -> bool:
+        """Whether this process sees the file the piece was cut from (not absent, not another version of it)."""
+        try:
+            st = os.stat(self.file)
+        except OSError:
+            return False
+        return self.stamp is None or (st.st_size, st.st_mtime_ns) == self.stamp
 
 
 Scan = Generator[Piece, None, "int | None"]  # yields pieces, returns the file's row count (None: unknown past an error)
@@ -57,16 +67,31 @@ def source_pieces(paths: list[Path], max_row_bytes: int = MAX_ROW_BYTES, size: i
     size = size or PIECE_BYTES
     start = 0
     for path in paths:
+        # Stamped: a worker elsewhere (another working directory for a relative path, a node-local copy of another
+        # version) must not cut the driver's byte ranges out of a different file. The path itself stays as given:
+        # it names the file in error messages, as a local load does.
+        st = path.stat()
         suffix = path.suffix.lower()
         if suffix == ".parquet":
-            count = yield from _parquet_pieces(path, start)
+            scan = _parquet_pieces(path, start)
         elif suffix in (".csv", ".tsv"):
-            count = yield from _csv_pieces(path, start, "\t" if suffix == ".tsv" else ",", size)
+            scan = _csv_pieces(path, start, "\t" if suffix == ".tsv" else ",", size)
         else:
-            count = yield from _jsonl_pieces(path, start, max_row_bytes, size)
+            scan = _jsonl_pieces(path, start, max_row_bytes, size)
+        count = yield from _stamped(scan, (st.st_size, st.st_mtime_ns))
         if count is None:  # the file's last piece ends in an error that stops any load reaching it
             return
         start += count
+
+
+def _stamped(scan: Scan, stamp: tuple[int, int]) -> Scan:
+    """``scan``'s pieces carrying their file's stamp, and its row count."""
+    while True:
+        try:
+            piece = next(scan)
+        except StopIteration as stop:
+            return stop.value
+        yield replace(piece, stamp=stamp)
 
 
 def read_piece(piece: Piece, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row]:

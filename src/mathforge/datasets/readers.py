@@ -128,13 +128,15 @@ def _configs_for(loader: Loader, hub_id: str, config: str | None) -> tuple[str |
 
 def _split_files(loader: Loader, directory: Path, split: str | None) -> tuple[list[Path], str]:
     """The file(s) of one split in a directory: ``<split>.<ext>`` or hub-style shards ``[data/]<split>-*.parquet``
-    (or ``.jsonl``, ``.csv``)."""
+    (or numbered ``<split>-NNNNN….jsonl`` / ``.csv``: ``train-v1.jsonl`` and ``train-v2.jsonl`` are two versions of
+    a split, not its shards)."""
     name = split or loader.default_split
     for suffix in SUFFIXES:
         if (directory / f"{name}{suffix}").is_file():
             return [directory / f"{name}{suffix}"], name
     for suffix in SHARDED:  # one kind of shard per split: Parquet first, as hub snapshots hold
-        shards = sorted(directory.glob(f"{name}-*{suffix}")) or sorted(directory.glob(f"data/{name}-*{suffix}"))
+        pattern = f"{name}-*{suffix}" if suffix == ".parquet" else f"{name}-[0-9]*{suffix}"
+        shards = sorted(directory.glob(pattern)) or sorted(directory.glob(f"data/{pattern}"))
         if shards:
             return shards, name
     data_files = sorted(f for f in directory.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
@@ -147,7 +149,7 @@ def _split_files(loader: Loader, directory: Path, split: str | None) -> tuple[li
     present = ", ".join(f.name for f in data_files) or "no data files"
     raise DataError(
         f"no file for split '{name}' (looked for {name}.jsonl/.json/.parquet/.csv and "
-        f"{name}-*.parquet/.jsonl/.csv); found: {present}; pass split= or a file path",
+        f"{name}-*.parquet, {name}-<number>*.jsonl/.csv); found: {present}; pass split= or a file path",
         file=str(directory),
     )
 
@@ -247,11 +249,12 @@ def read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES, begin
 
 
 def jsonl_lines(fh: Any, max_row_bytes: int) -> Iterator[tuple[bytes, int, int | None]]:
-    """Each line of a binary file as (its bytes, at most ``max_row_bytes + 1`` of them; the bytes it took; its size
+    """Each line of a binary file as (its bytes, at most ``max_row_bytes + 2`` of them; the bytes it took; its size
     without the line end when it is over the limit, else None). An oversized line is skipped in chunks, never held
     in memory whole. The one definition of a JSONL line, for the reader and for cutting a file into pieces."""
     while True:
-        chunk = fh.readline(max_row_bytes + 1)
+        # +2: a line of exactly the limit keeps its CRLF whole (at +1 a lone "\n" would be read as the next line)
+        chunk = fh.readline(max_row_bytes + 2)
         if not chunk:
             return
         taken = len(chunk)
@@ -392,21 +395,36 @@ def read_csv(path: Path, start: int, delimiter: str, max_row_bytes: int = MAX_RO
         raw.seek(begin)
         # surrogateescape: a byte that is not UTF-8 becomes a marker, found below in the field that holds it.
         fh = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.DictReader(fh, fieldnames=list(header) if header is not None else None, delimiter=delimiter)
-        try:
-            reader.fieldnames  # the header is read here, so that the first row's line is counted after it
-        except csv.Error as exc:
-            raise DataError(f"bad CSV: {exc}", file=file, line=line + 1) from None
-        while rows is None or index - start < rows:
-            at = line + reader.reader.line_num + 1  # a quoted field may span lines: report where the record starts
+        reader = csv.reader(fh, delimiter=delimiter)
+        if header is None:
             try:
-                data = next(reader)
+                header = tuple(next(reader, []))
+            except csv.Error as exc:
+                raise DataError(f"bad CSV: {exc}", file=file, line=line + 1) from None
+        names = list(header)
+        while rows is None or index - start < rows:
+            try:
+                while True:  # blank records are not rows (as csv.DictReader skips them)
+                    at = line + reader.line_num + 1  # where the record starts: after blank lines, quoted newlines
+                    record = next(reader)
+                    if record:
+                        break
             except StopIteration:
                 return
             except csv.Error as exc:
                 raise DataError(f"bad CSV: {exc}", file=file, line=at) from None
-            yield _csv_row(index, file, at, data, delimiter, max_row_bytes)
+            yield _csv_row(index, file, at, _as_dict(names, record), delimiter, max_row_bytes)
             index += 1
+
+
+def _as_dict(names: list[str], record: list[str]) -> dict[Any, Any]:
+    """A record by column name, as ``csv.DictReader`` makes it: extra fields under None, missing ones None."""
+    data: dict[Any, Any] = dict(zip(names, record))
+    if len(record) > len(names):
+        data[None] = record[len(names):]
+    for name in names[len(record):]:
+        data[name] = None
+    return data
 
 
 @contextlib.contextmanager

@@ -231,6 +231,8 @@ class RayExecutor:
             console.log(f"{len(models)} model teachers and {slots} {unit}{'s' if slots > 1 else ''} in the cluster: "
                         f"they take turns, {slots} at a time, one replica ({unit}) each")
             self._turns = Turns(threading.BoundedSemaphore(slots), frozenset(models), slots)
+            for teacher in [t for t in self._pools if t in self._turns.teachers]:
+                self._release(teacher)  # a pool kept from an earlier call would hold a GPU outside the turns
             teachers = [t for t in teachers if t not in self._turns.teachers]  # started when their turn comes
         for teacher in teachers:
             self._pool(ctx, teacher, share=max(1, len(models)))
@@ -251,9 +253,10 @@ class RayExecutor:
         started = [self._fn("replica").options(**spec["options"]).remote(*spec["args"]) for _ in range(replicas)]
         ready = {a: a.ready.remote() for a in started}
         actors, error = [], None
+        deadline = time.monotonic() + READY_TIMEOUT  # one wait for all: replicas that cannot be placed cost it once
         for a, ref in ready.items():  # a replica that cannot start (no memory on its node) leaves the others working
             try:
-                self.ray.get(ref, timeout=READY_TIMEOUT)
+                self.ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
                 actors.append(a)
             except Exception as exc:
                 error = exc
@@ -340,6 +343,9 @@ class RayExecutor:
                     errors.append(exc)
                     return
                 except self.ray.exceptions.RayError:  # the replica, its worker or its node is gone
+                    # Some of these leave the actor alive (unavailable for a moment, a full object store): kill it,
+                    # or it would hold its GPU for the rest of the stage outside every pool (a dead one: no-op).
+                    self.ray.kill(actor)
                     left = [r for r in chunk if r.key not in done]
                     with lock:
                         self.lost_replicas += 1
@@ -352,6 +358,9 @@ class RayExecutor:
                         elif left:
                             work.appendleft((losses + 1, left))
                     return  # the other replicas take the rest
+                except BaseException as exc:  # the driver's own side (the ledger, the progress line): end the stage
+                    errors.append(exc)
+                    return
 
         # Rounds: a replica lost late may put work back after the others stopped looking; each round either finishes
         # the queue or loses a replica, and a chunk is failed after MAX_LOSSES losses, so this ends.
