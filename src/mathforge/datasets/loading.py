@@ -41,7 +41,8 @@ def load(
     ``config`` is the hub config name; ``options`` go to the loader (the field mapping of ``generic``).
     A row of more than ``max_row_bytes`` bytes is a bad row; a source without any row is an error.
     Name, path and options are checked here, before the first row is read. ``imap``: an executor's ordered map, which
-    reads and parses the row groups of local Parquet files where it runs them (the same Problems, in the same order).
+    reads and parses the pieces of local Parquet, JSONL and CSV files where it runs them (Parquet row groups, byte
+    ranges of text: ``datasets/pieces.py``; the same Problems, in the same order).
     """
     if on_bad_row not in ("error", "skip"):
         raise ConfigError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")

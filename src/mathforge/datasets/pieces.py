@@ -22,6 +22,7 @@ from typing import Any, Generator
 from mathforge.datasets.readers import (
     MAX_ROW_BYTES,
     Row,
+    csv_delimiter,
     jsonl_lines,
     read_csv,
     read_jsonl,
@@ -75,7 +76,7 @@ def source_pieces(paths: list[Path], max_row_bytes: int = MAX_ROW_BYTES, size: i
         if suffix == ".parquet":
             scan = _parquet_pieces(path, start)
         elif suffix in (".csv", ".tsv"):
-            scan = _csv_pieces(path, start, "\t" if suffix == ".tsv" else ",", size)
+            scan = _csv_pieces(path, start, csv_delimiter(path), size)
         else:
             scan = _jsonl_pieces(path, start, max_row_bytes, size)
         count = yield from _stamped(scan, (st.st_size, st.st_mtime_ns))
@@ -101,7 +102,7 @@ def read_piece(piece: Piece, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Row
     if piece.group >= 0:
         return read_parquet(path, piece.start, max_row_bytes, [piece.group])
     if suffix in (".csv", ".tsv"):
-        return read_csv(path, piece.start, "\t" if suffix == ".tsv" else ",", max_row_bytes, piece.begin,
+        return read_csv(path, piece.start, csv_delimiter(path), max_row_bytes, piece.begin,
                          piece.line, piece.rows, piece.header)
     return read_jsonl(path, piece.start, max_row_bytes, piece.begin, piece.line, piece.rows)
 

@@ -13,6 +13,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
+from itertools import islice
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -180,7 +181,7 @@ def read_file(path: Path, start: int = 0, max_row_bytes: int = MAX_ROW_BYTES) ->
     if suffix == ".parquet":
         return read_parquet(path, start, max_row_bytes)
     if suffix in (".csv", ".tsv"):
-        return read_csv(path, start, "\t" if suffix == ".tsv" else ",", max_row_bytes)
+        return read_csv(path, start, csv_delimiter(path), max_row_bytes)
     raise DataError(f"unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}", file=str(path))
 
 
@@ -221,15 +222,23 @@ def _object_row(index: int, file: str, line: int, data: Any, raw: str) -> Row:
     return Row(index, file, line, None, raw=raw, error=f"expected a JSON object, got {type(data).__name__}")
 
 
+def csv_delimiter(path: Path) -> str:
+    """A tab for ``.tsv`` files, else a comma."""
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
 def read_jsonl(path: Path, start: int, max_row_bytes: int = MAX_ROW_BYTES, begin: int = 0, line: int = 0,
                rows: int | None = None) -> Iterator[Row]:
-    """Rows of a JSONL file; from byte ``begin`` (a line start, ``line`` lines into the file), at most ``rows``."""
+    """Rows of a JSONL file; from byte ``begin`` (a line start, ``line`` lines into the file), at most ``rows`` (the
+    line after the last of them is not read: it belongs to the next piece and may be an oversized one)."""
+    return islice(_jsonl_rows(path, start, max_row_bytes, begin, line), rows)
+
+
+def _jsonl_rows(path: Path, start: int, max_row_bytes: int, begin: int, line: int) -> Iterator[Row]:
     index, file = start, str(path)
     with path.open("rb") as fh:
         fh.seek(begin)
         for chunk, _, size in jsonl_lines(fh, max_row_bytes):
-            if rows is not None and index - start >= rows:
-                return
             line += 1
             if size is not None:
                 yield _too_big(index, file, line, size, max_row_bytes, chunk[:_PREVIEW].decode("utf-8", "replace"))

@@ -78,7 +78,7 @@ class LoadConfig(StrictModel):
 def iter_load_stage(cfg: LoadConfig, rejected: list[tuple[dict[str, Any], str]],
                     imap: Any = None) -> Iterator[Problem]:
     """The configured dataset's Problems one at a time; bad rows skipped by ``on_bad_row`` go to ``rejected``;
-    ``imap``: an executor's ordered map that reads and parses Parquet row groups where it runs (see ``load``)."""
+    ``imap``: an executor's ordered map that reads and parses the source's pieces where it runs (see ``load``)."""
     return load(
         cfg.dataset,
         cfg.path,
