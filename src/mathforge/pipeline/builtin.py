@@ -27,8 +27,9 @@ class LoadStage(Stage):
         rejects: list[tuple[dict[str, Any], str]] = []
         writer = ctx.output("problems")
         count = 0
-        # Locally rows stream from the source to the shards a batch at a time; on a cluster the row groups of Parquet
-        # sources are read and parsed by the workers, a row group each, and come back in order.
+        # Locally rows stream from the source to the shards a batch at a time; on a cluster the pieces of local
+        # Parquet, JSONL and CSV sources (row groups, byte ranges) are read and parsed by the workers, a piece each,
+        # and come back in order.
         imap = ctx.executor.imap if ctx.executor.kind != "local" else None
         for p in iter_load_stage(cfg, rejects, imap):
             p.meta.setdefault("prompt", prompt)
